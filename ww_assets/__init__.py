@@ -1,0 +1,8 @@
+"""Galaxy Zoo: Weird & Wonderful as Dagster assets.
+
+The science lives in plain modules (``ww_assets.zooniverse``, ``ww_assets.consensus``, ``ww_assets.imaging``,
+``ww_assets.networks``, ``ww_assets.scoring`` ...) that import neither Dagster nor each other in circles; the
+Dagster layer is ``ww_assets.defs`` and ``ww_assets.definitions``. See ARCHITECTURE.md.
+"""
+
+__version__ = "0.1.0"
