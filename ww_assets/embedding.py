@@ -1,0 +1,439 @@
+"""UMAP of the wGAN latent vectors: a 2-d map of what the encoder thinks the images are.
+
+Backends (``UMAPConfig.backend``):
+
+* ``umap_learn``: umap-learn end to end (NNDescent neighbours, numba SGD). The reference, CPU only. Seeded runs
+  are bit-reproducible but single-threaded in the layout step (umap-learn's rule); ``parallel=True`` trades that
+  for all cores.
+* ``umap_learn_torch_knn``: exact neighbours from ``similarity.knn`` in torch (GPU when present) fed to umap-learn
+  as ``precomputed_knn``; graph and layout stay umap-learn's.
+* ``torch``: exact torch neighbours, umap-learn's fuzzy simplicial set, then the UMAP layout SGD written in torch
+  (same loss, schedule, sampling rates and gradient clipping as umap-learn; the updates of one epoch are applied
+  together rather than one edge at a time, as GPU implementations such as cuML do). Runs on the GPU when present.
+* ``cuml``: RAPIDS cuML's UMAP, used when it is importable and a GPU is present (not installed by default).
+* ``auto``: ``cuml`` if available with a GPU, else ``torch`` on a GPU, else ``umap_learn``.
+
+``init="auto"`` is umap-learn's spectral initialisation up to ``spectral_max_n`` points and PCA above (the sparse
+eigensolver dominates the run time at a million points). Every random draw is seeded by ``seed``; GPU float
+atomics make the torch layout reproducible to rounding, not bit for bit.
+
+No Dagster here. ``load_latents`` reads the per-batch score folders written by the scores group.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ww_assets.storage import StorageLayout
+
+BACKENDS = ("auto", "umap_learn", "umap_learn_torch_knn", "torch", "cuml")
+INITS = ("auto", "spectral", "pca", "random")
+LATENT_FILE = "latent_vectors.npy"
+RELEASE_SCORES_FILE = "anomaly_scores.csv"
+
+
+@dataclass
+class UMAPConfig:
+    """UMAP parameters. Defaults follow the W&W reference (n_neighbors 5-15, min_dist 0.1)."""
+
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    metric: str = "euclidean"
+    n_components: int = 2
+    n_epochs: int | None = None  # umap-learn's default: 500 below 10k points, else 200
+    negative_sample_rate: int = 5
+    learning_rate: float = 1.0
+    init: str = "auto"
+    spectral_max_n: int = 200_000
+    seed: int = 20211
+    backend: str = "auto"
+    parallel: bool = False  # umap_learn only: all cores, not bit-reproducible
+    device: str | None = None  # torch backends: "cuda", "cpu"; None = cuda when present
+
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"UMAP backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.init not in INITS:
+            raise ValueError(f"UMAP init must be one of {INITS}, got {self.init!r}")
+        if self.metric not in ("euclidean", "cosine"):
+            raise ValueError(f"UMAP metric must be euclidean or cosine, got {self.metric!r}")
+        if self.n_neighbors < 2:
+            raise ValueError("n_neighbors must be at least 2")
+        if not 0.0 <= self.min_dist <= 1.0:
+            raise ValueError("min_dist must be in [0, 1]")
+
+
+@dataclass
+class UMAPResult:
+    embedding: np.ndarray  # (N, n_components) float32
+    backend: str
+    device: str
+    init: str
+    n_epochs: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def info(self) -> dict:
+        d = asdict(self)
+        d.pop("embedding")
+        return d
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading latents from the partition files
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LatentSet:
+    """Latent vectors of all batches, one row per image, with where each row came from."""
+
+    index: pd.DataFrame  # image_id, batch, row (row within its batch's files)
+    latents: np.ndarray  # (N, D) float32, same order as index
+    dropped: pd.DataFrame  # image_id, batch, row, reason
+
+
+def score_batches(layout: StorageLayout) -> list[str]:
+    """Batches whose score folder holds latent vectors, sorted by name."""
+    scores_root = layout.scores_dir("_").parent
+    if not scores_root.exists():
+        return []
+    return sorted(p.name for p in scores_root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and (p / LATENT_FILE).exists())
+
+
+def load_latents(layout: StorageLayout, batches: Sequence[str] | None = None) -> LatentSet:
+    """Read ``latent_vectors.npy`` of each batch with the ids from the same folder's ``anomaly_scores.csv``.
+
+    The two files share row order (the release format). A batch whose files disagree in length fails with both
+    paths named. Rows with non-finite latents, and repeats of an image already read from an earlier batch, are
+    dropped and listed in ``dropped`` with the reason.
+    """
+    batches = list(batches) if batches is not None else score_batches(layout)
+    if not batches:
+        raise FileNotFoundError(f"no latent vectors under {layout.scores_dir('_').parent} (run latent_vectors first)")
+    parts, vecs, dropped = [], [], []
+    dim = None
+    for batch in batches:
+        folder = layout.scores_dir(batch)
+        npy, csv = folder / LATENT_FILE, folder / RELEASE_SCORES_FILE
+        for p in (npy, csv):
+            if not p.exists():
+                raise FileNotFoundError(f"batch {batch!r}: missing {p}")
+        z = np.load(npy, mmap_mode="r")
+        ids = pd.read_csv(csv, usecols=["image_identifier"], dtype={"image_identifier": str})["image_identifier"]
+        if z.ndim != 2 or z.shape[0] != len(ids):
+            raise ValueError(f"batch {batch!r}: {npy} has shape {z.shape} but {csv} has {len(ids)} rows")
+        if dim is None:
+            dim = z.shape[1]
+        elif z.shape[1] != dim:
+            raise ValueError(f"batch {batch!r}: latent dimension {z.shape[1]} differs from earlier batches ({dim})")
+        z = np.asarray(z, dtype=np.float32)
+        frame = pd.DataFrame({"image_id": ids.to_numpy(dtype=str), "batch": batch,
+                              "row": np.arange(len(ids), dtype=np.int64)})
+        finite = np.isfinite(z).all(axis=1)
+        if not finite.all():
+            dropped.append(frame[~finite].assign(reason="non-finite latent vector"))
+        parts.append(frame[finite])
+        vecs.append(z[finite])
+    index = pd.concat(parts, ignore_index=True)
+    latents = np.concatenate(vecs, axis=0) if len(vecs) > 1 else np.ascontiguousarray(vecs[0])
+    dup = index["image_id"].duplicated(keep="first").to_numpy()
+    if dup.any():
+        dropped.append(index[dup].assign(reason="image already read from an earlier batch"))
+        index = index[~dup].reset_index(drop=True)
+        latents = latents[~dup]
+    dropped_frame = (pd.concat(dropped, ignore_index=True) if dropped
+                     else pd.DataFrame({"image_id": pd.Series(dtype=str), "batch": pd.Series(dtype=str),
+                                        "row": pd.Series(dtype=np.int64), "reason": pd.Series(dtype=str)}))
+    return LatentSet(index=index, latents=latents, dropped=dropped_frame)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# UMAP
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
+def cuml_available() -> bool:
+    try:
+        import cuml  # noqa: F401
+    except Exception:
+        return False
+    return _cuda()
+
+
+def resolve_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"UMAP backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    if cuml_available():
+        return "cuml"
+    return "torch" if _cuda() else "umap_learn"
+
+
+def resolve_init(config: UMAPConfig, n: int) -> str:
+    if config.init != "auto":
+        return config.init
+    return "spectral" if n <= config.spectral_max_n else "pca"
+
+
+def default_epochs(n: int) -> int:
+    return 500 if n <= 10_000 else 200
+
+
+def fit_umap(latents: np.ndarray, config: UMAPConfig | None = None, log=None) -> UMAPResult:
+    """Embed ``latents`` (N, D) into ``config.n_components`` dimensions. ``log(msg)`` receives progress lines."""
+    config = config or UMAPConfig()
+    config.validate()
+    x = np.ascontiguousarray(np.asarray(latents, dtype=np.float32))
+    n = x.shape[0]
+    if x.ndim != 2 or n < 3:
+        raise ValueError(f"need at least 3 latent vectors (N, D), got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("latent vectors contain NaN/inf; drop those rows first (load_latents does)")
+    n_neighbors = min(config.n_neighbors, n - 1)
+    backend = resolve_backend(config.backend)
+    if backend == "cuml" and not cuml_available():
+        raise RuntimeError("UMAP backend 'cuml' asked for, but cuML or a GPU is not available")
+    init = resolve_init(config, n)
+    n_epochs = config.n_epochs or default_epochs(n)
+    log = log or (lambda msg: None)
+    log(f"UMAP of {n} x {x.shape[1]} latents: backend={backend}, init={init}, n_neighbors={n_neighbors}, "
+        f"epochs={n_epochs}")
+    if backend == "umap_learn":
+        return _fit_umap_learn(x, config, n_neighbors, init, n_epochs, None, log)
+    if backend == "umap_learn_torch_knn":
+        t0 = time.perf_counter()
+        from ww_assets.similarity import knn
+
+        res = knn(x, n_neighbors, metric=config.metric, backend="torch", exclude_self=False, device=config.device)
+        t_knn = time.perf_counter() - t0
+        log(f"exact kNN on {res.device}: {t_knn:.1f} s")
+        out = _fit_umap_learn(x, config, n_neighbors, init, n_epochs, res, log)
+        out.seconds = {"knn": t_knn, **out.seconds}
+        out.device = res.device
+        return out
+    if backend == "torch":
+        return _fit_torch(x, config, n_neighbors, init, n_epochs, log)
+    return _fit_cuml(x, config, n_neighbors, init, n_epochs, log)
+
+
+def _fit_umap_learn(x, config, n_neighbors, init, n_epochs, knn_result, log) -> UMAPResult:
+    import umap
+
+    kwargs = dict(
+        n_neighbors=n_neighbors, min_dist=config.min_dist, metric=config.metric, n_components=config.n_components,
+        n_epochs=n_epochs, negative_sample_rate=config.negative_sample_rate, learning_rate=config.learning_rate,
+        init=init, low_memory=True,
+    )
+    if config.parallel:
+        np.random.seed(config.seed)  # umap-learn draws from the global RNG when random_state is None
+        kwargs.update(random_state=None, n_jobs=-1)
+    else:
+        kwargs.update(random_state=config.seed, n_jobs=1)
+    if knn_result is not None:
+        kwargs["precomputed_knn"] = (knn_result.indices, knn_result.distances, None)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")
+        warnings.filterwarnings("ignore", message=".*precomputed_knn\\[2\\].*")
+        warnings.filterwarnings("ignore", message=".*is not an NNDescent object.*")
+        emb = umap.UMAP(**kwargs).fit_transform(x)
+    t = time.perf_counter() - t0
+    log(f"umap-learn fit: {t:.1f} s")
+    return UMAPResult(embedding=np.asarray(emb, dtype=np.float32), backend="umap_learn" if knn_result is None
+                      else "umap_learn_torch_knn", device="cpu", init=init, n_epochs=n_epochs,
+                      seconds={"umap_learn": t})
+
+
+def _fit_cuml(x, config, n_neighbors, init, n_epochs, log) -> UMAPResult:  # pragma: no cover - needs cuML + GPU
+    from cuml.manifold import UMAP as CumlUMAP
+
+    t0 = time.perf_counter()
+    model = CumlUMAP(n_neighbors=n_neighbors, min_dist=config.min_dist, n_components=config.n_components,
+                     n_epochs=n_epochs, negative_sample_rate=config.negative_sample_rate,
+                     learning_rate=config.learning_rate, init="spectral" if init == "spectral" else "random",
+                     metric=config.metric, random_state=config.seed)
+    emb = model.fit_transform(x)
+    emb = emb.get() if hasattr(emb, "get") else np.asarray(emb)
+    t = time.perf_counter() - t0
+    log(f"cuML UMAP: {t:.1f} s")
+    return UMAPResult(embedding=np.asarray(emb, dtype=np.float32), backend="cuml", device="cuda", init=init,
+                      n_epochs=n_epochs, seconds={"cuml": t})
+
+
+def _init_layout(x, graph, init, n_components, rs, config, metric) -> np.ndarray:
+    from umap.umap_ import noisy_scale_coords
+
+    if init == "random":
+        return rs.uniform(-10.0, 10.0, size=(x.shape[0], n_components)).astype(np.float32)
+    if init == "pca":
+        xc = x - x.mean(axis=0, keepdims=True)
+        # Top principal axes from the D x D covariance: cheap at any N.
+        cov = (xc.T.astype(np.float64) @ xc.astype(np.float64)) / max(x.shape[0] - 1, 1)
+        w, v = np.linalg.eigh(cov)
+        axes = v[:, np.argsort(w)[::-1][:n_components]]
+        axes *= np.sign(axes[np.argmax(np.abs(axes), axis=0), np.arange(n_components)])  # fix sign for repeatability
+        emb = (xc @ axes.astype(np.float32)).astype(np.float32)
+    else:
+        from umap.spectral import spectral_layout
+
+        emb = spectral_layout(x, graph, n_components, rs, metric=metric)
+    return noisy_scale_coords(emb, rs, max_coord=10, noise=0.0001).astype(np.float32)
+
+
+def _fit_torch(x, config, n_neighbors, init, n_epochs, log) -> UMAPResult:
+    import torch
+    from sklearn.utils import check_random_state
+    from umap.umap_ import find_ab_params, fuzzy_simplicial_set
+
+    from ww_assets.similarity import knn
+
+    seconds = {}
+    t0 = time.perf_counter()
+    res = knn(x, n_neighbors, metric=config.metric, backend="torch", exclude_self=False, device=config.device)
+    seconds["knn"] = time.perf_counter() - t0
+    log(f"exact kNN on {res.device}: {seconds['knn']:.1f} s")
+
+    t0 = time.perf_counter()
+    rs = check_random_state(config.seed)
+    graph, _, _ = fuzzy_simplicial_set(x, n_neighbors, rs, config.metric, knn_indices=res.indices,
+                                       knn_dists=res.distances)
+    graph = graph.tocoo()
+    graph.sum_duplicates()
+    graph.data[graph.data < graph.data.max() / float(n_epochs)] = 0.0
+    graph.eliminate_zeros()
+    seconds["graph"] = time.perf_counter() - t0
+    log(f"fuzzy graph ({graph.nnz} edges): {seconds['graph']:.1f} s")
+
+    t0 = time.perf_counter()
+    emb0 = _init_layout(x, graph, init, config.n_components, rs, config, config.metric)
+    seconds["init"] = time.perf_counter() - t0
+    log(f"{init} init: {seconds['init']:.1f} s")
+
+    t0 = time.perf_counter()
+    a, b = find_ab_params(1.0, config.min_dist)
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    emb = optimize_layout_torch(emb0, graph.row, graph.col, graph.data, n_epochs=n_epochs, a=float(a), b=float(b),
+                                negative_sample_rate=config.negative_sample_rate,
+                                initial_alpha=config.learning_rate, seed=config.seed, device=device)
+    seconds["layout"] = time.perf_counter() - t0
+    log(f"layout SGD on {device}: {seconds['layout']:.1f} s")
+    return UMAPResult(embedding=emb, backend="torch", device=str(device), init=init, n_epochs=n_epochs,
+                      seconds=seconds)
+
+
+def optimize_layout_torch(
+    embedding: np.ndarray,
+    head: np.ndarray,
+    tail: np.ndarray,
+    weights: np.ndarray,
+    *,
+    n_epochs: int,
+    a: float,
+    b: float,
+    negative_sample_rate: int = 5,
+    initial_alpha: float = 1.0,
+    gamma: float = 1.0,
+    seed: int = 0,
+    device="cpu",
+) -> np.ndarray:
+    """UMAP's layout optimisation (umap-learn ``optimize_layout_euclidean`` with ``move_other=True``) in torch.
+
+    Each edge is sampled every ``max(w)/w`` epochs; each sample pulls both ends together with the gradient of
+    ``1/(1 + a d^2b)`` and pushes the head away from ``negative_sample_rate`` uniformly drawn points; every
+    per-coordinate step is clipped to [-4, 4] and scaled by the linearly decaying learning rate. The epoch's
+    steps are summed per point and applied at once.
+    """
+    import torch
+
+    device = torch.device(device)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    y = torch.from_numpy(np.ascontiguousarray(embedding, dtype=np.float32)).to(device)
+    n_vertices = y.shape[0]
+    head_t = torch.from_numpy(np.asarray(head, dtype=np.int64)).to(device)
+    tail_t = torch.from_numpy(np.asarray(tail, dtype=np.int64)).to(device)
+    w = torch.from_numpy(np.asarray(weights, dtype=np.float64)).to(device)
+    eps = (w.max() / w)  # epochs per sample (float64: the schedule must not drift)
+    eps_neg = eps / negative_sample_rate
+    next_sample = eps.clone()
+    next_neg = eps_neg.clone()
+    two_ab = 2.0 * a * b
+    for epoch in range(n_epochs):
+        alpha = initial_alpha * (1.0 - epoch / float(n_epochs))
+        active = torch.nonzero(next_sample <= epoch, as_tuple=False).squeeze(1)
+        if active.numel() == 0:
+            continue
+        j = head_t[active]
+        k = tail_t[active]
+        diff = y[j] - y[k]
+        d2 = (diff * diff).sum(dim=1, keepdim=True)
+        coeff = torch.where(d2 > 0, -two_ab * d2.clamp_min(1e-12).pow(b - 1.0) / (a * d2.pow(b) + 1.0),
+                            torch.zeros_like(d2))
+        grad = (coeff * diff).clamp_(-4.0, 4.0) * alpha
+        delta = torch.zeros_like(y)
+        delta.index_add_(0, j, grad)
+        delta.index_add_(0, k, -grad)
+        next_sample[active] += eps[active]
+
+        n_neg = torch.floor((epoch - next_neg[active]) / eps_neg[active]).clamp_min(0).to(torch.int64)
+        next_neg[active] += n_neg.to(torch.float64) * eps_neg[active]
+        total = int(n_neg.sum().item())
+        if total > 0:
+            jn = torch.repeat_interleave(j, n_neg)
+            kn = torch.randint(0, n_vertices, (total,), generator=gen, device=device)
+            dn = y[jn] - y[kn]
+            d2n = (dn * dn).sum(dim=1, keepdim=True)
+            coeff_n = 2.0 * gamma * b / ((0.001 + d2n) * (a * d2n.pow(b) + 1.0))
+            coeff_n = torch.where(d2n > 0, coeff_n, torch.zeros_like(coeff_n))
+            grad_n = (coeff_n * dn).clamp_(-4.0, 4.0) * alpha
+            delta.index_add_(0, jn, grad_n)
+        y += delta
+    return y.cpu().numpy().astype(np.float32)
+
+
+def umap_frame(index: pd.DataFrame, result: UMAPResult) -> pd.DataFrame:
+    """``image_id, batch, umap_x, umap_y`` (and ``umap_<i>`` beyond two components)."""
+    out = index[["image_id", "batch"]].reset_index(drop=True).copy()
+    emb = result.embedding
+    names = ["umap_x", "umap_y"] + [f"umap_{i}" for i in range(2, emb.shape[1])]
+    for i, name in enumerate(names[: emb.shape[1]]):
+        out[name] = emb[:, i].astype(np.float32)
+    return out
+
+
+def neighbourhood_preservation(latents: np.ndarray, embedding: np.ndarray, k: int = 10, n_query: int = 2000,
+                               seed: int = 0) -> float:
+    """Mean share of each point's k latent-space neighbours that are also among its k map neighbours.
+
+    Measured on ``n_query`` random points against all points: a quality figure that scales to 1M points.
+    """
+    from ww_assets.similarity import knn
+
+    n = latents.shape[0]
+    rng = np.random.default_rng(seed)
+    q = rng.choice(n, size=min(n_query, n), replace=False)
+    hi = knn(latents, k + 1, queries=latents[q], backend="auto").indices
+    lo = knn(embedding.astype(np.float32), k + 1, queries=embedding[q].astype(np.float32), backend="sklearn").indices
+    shares = []
+    for row, a_, b_ in zip(q, hi, lo):
+        sa = set(a_.tolist()) - {row}
+        sb = set(b_.tolist()) - {row}
+        shares.append(len(sa & sb) / max(len(sa), 1))
+    return float(np.mean(shares))

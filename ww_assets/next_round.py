@@ -1,0 +1,330 @@
+"""The next volunteer round: which not-yet-seen images to put in front of volunteers, as a Zooniverse upload.
+
+1. ``rank_candidates``: images that are not Zooniverse subjects yet, ranked by predicted volunteer interest
+   (from ``comparison.fit_interest_model``; the anomaly score when no interest model could be fitted), with an
+   epsilon-greedy share of uniformly random picks so the model keeps learning about regions it rates low.
+2. ``write_manifest``: PNG images plus ``manifest.csv`` in the format the Zooniverse uploaders take (the Project
+   Builder's drag-and-drop manifest and ``panoptes subject-set upload-subjects``): one row per subject, a header
+   row, the image file name (relative to the manifest's folder) in the first column, metadata in the others.
+   Columns starting with ``#`` are hidden from volunteers, so the machine's opinion cannot steer them; W&W's own
+   visible metadata (object_id, ra, dec) is kept as the live project has it.
+3. ``validate_manifest``: the checks panoptes-cli makes before it uploads (files exist, non-empty, at most 1 MiB,
+   an allowed image type) plus the ones a good manifest needs (unique, non-empty headers and subject identities).
+4. ``upload_manifest``: with panoptes-client, find or create the subject set in the project, create one subject per
+   row that the set does not already hold (matched on ``object_id``, so re-running never duplicates), upload
+   the image to the presigned URL the API returns, and link the subjects to the set.
+
+No Dagster here. Credentials come from the environment (``PANOPTES_USERNAME``/``PANOPTES_PASSWORD`` or client
+id/secret) through panoptes-client and are never printed or logged.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import mimetypes
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ww_assets.storage import atomic_dir
+
+MANIFEST_NAME = "manifest.csv"
+IMAGE_COLUMN = "image"
+VISIBLE_COLUMNS = ("object_id", "ra", "dec")
+HIDDEN_COLUMNS = ("#batch", "#rank", "#selection", "#predicted_interest", "#anomaly_sigma", "#anomaly_score",
+                  "#round")
+MAX_UPLOAD_BYTES = 1024 * 1024  # panoptes-cli's limit per media file
+ALLOWED_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Ranking
+# --------------------------------------------------------------------------------------------------------------
+
+
+def rank_candidates(
+    table: pd.DataFrame,
+    n: int,
+    *,
+    exploration: float = 0.1,
+    seed: int = 20211,
+    interest_col: str = "predicted_interest",
+    fallback_col: str = "anomaly_score",
+) -> pd.DataFrame:
+    """Pick ``n`` images without a subject: ``round((1-exploration) n)`` by highest interest, the rest at random.
+
+    Returns the picks in upload order with ``rank`` (1..n), ``selection`` ("exploit" | "explore") and
+    ``ranking_basis`` (the column that ranked them). Deterministic for a given seed and table.
+    """
+    if not 0.0 <= exploration <= 1.0:
+        raise ValueError(f"exploration must be in [0, 1], got {exploration}")
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    pool = table[~table["has_subject"].astype(bool)].copy() if "has_subject" in table.columns else table.copy()
+    basis = interest_col if interest_col in pool.columns and np.isfinite(pool[interest_col].to_numpy(float)).any() \
+        else fallback_col
+    value = pd.to_numeric(pool[basis], errors="coerce")
+    pool = pool[np.isfinite(value)].assign(_value=value[np.isfinite(value)])
+    pool = pool.sort_values(["_value", "image_id"], ascending=[False, True], kind="stable")
+    n = min(n, len(pool))
+    n_explore = int(round(exploration * n))
+    exploit = pool.head(n - n_explore)
+    rest = pool.iloc[n - n_explore:]
+    rng = np.random.default_rng(seed)
+    explore = rest.iloc[np.sort(rng.choice(len(rest), size=min(n_explore, len(rest)), replace=False))] \
+        if n_explore else rest.head(0)
+    picks = pd.concat([exploit.assign(selection="exploit"), explore.assign(selection="explore")])
+    picks = picks.drop(columns="_value").reset_index(drop=True)
+    picks["rank"] = np.arange(1, len(picks) + 1, dtype=np.int32)
+    picks["ranking_basis"] = basis
+    return picks
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Manifest
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
+    from PIL import Image
+
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[0] == 3 and a.shape[-1] != 3:
+        a = a.transpose(1, 2, 0)
+    if a.dtype != np.uint8:
+        raise ValueError(f"cutouts must be uint8 RGB, got {a.dtype}")
+    a = a[::-1]  # cutouts.npy keeps FITS row order (row 0 = south); image files store the top (north) row first
+    img = Image.fromarray(np.ascontiguousarray(a), mode="RGB")
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return ""
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.6g}"
+    return str(v)
+
+
+def manifest_rows(picks: pd.DataFrame, round_name: str) -> list[dict[str, str]]:
+    rows = []
+    for r in picks.itertuples(index=False):
+        d = r._asdict()
+        rows.append({
+            IMAGE_COLUMN: f"{d['image_id']}.png",
+            "object_id": str(d["image_id"]),
+            "ra": _fmt(d.get("ra")),
+            "dec": _fmt(d.get("dec")),
+            "#batch": _fmt(d.get("batch")),
+            "#rank": _fmt(d.get("rank")),
+            "#selection": _fmt(d.get("selection")),
+            "#predicted_interest": _fmt(d.get("predicted_interest")),
+            "#anomaly_sigma": _fmt(d.get("anomaly_score_sigma")),
+            "#anomaly_score": _fmt(d.get("anomaly_score")),
+            "#round": round_name,
+        })
+    return rows
+
+
+def write_manifest(
+    picks: pd.DataFrame,
+    get_image: Callable[[str, str], np.ndarray],
+    out_dir: str | Path,
+    *,
+    round_name: str,
+    image_scale: int = 1,
+) -> Path:
+    """Write ``out_dir/manifest.csv`` and one ``<image_id>.png`` per pick; the folder is replaced whole.
+
+    ``get_image(batch, image_id)`` returns the uint8 RGB cutout the model scored (channels first or last, rows in
+    FITS order as in ``cutouts.npy``); the PNG is written north up, as the sample's thumbnails are.
+    """
+    out_dir = Path(out_dir)
+    rows = manifest_rows(picks, round_name)
+    columns = [IMAGE_COLUMN, *VISIBLE_COLUMNS, *HIDDEN_COLUMNS]
+    with atomic_dir(out_dir) as tmp:
+        for r, row in zip(picks.itertuples(index=False), rows):
+            data = _png_bytes(get_image(str(r.batch), str(r.image_id)), scale=image_scale)
+            (tmp / row[IMAGE_COLUMN]).write_bytes(data)
+        with open(tmp / MANIFEST_NAME, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=columns)
+            w.writeheader()
+            w.writerows(rows)
+    return out_dir / MANIFEST_NAME
+
+
+@dataclass
+class ManifestRow:
+    line: int
+    files: list[Path]
+    metadata: dict[str, str]
+
+
+def read_manifest(path: str | Path) -> tuple[list[str], list[ManifestRow]]:
+    """Parse a manifest as panoptes-cli does: header row, then each row's local files auto-detected (any value
+    naming an existing file beside the manifest) and every column (``%`` index prefix removed) as metadata."""
+    path = Path(path)
+    root = path.parent
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh, skipinitialspace=True)
+        headers = next(reader, [])
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            clean = [h.lstrip("%") for h in headers]
+            files = [root / v for v in row if v and (root / v).is_file()]
+            rows.append(ManifestRow(line=line, files=files, metadata=dict(zip(clean, row))))
+    return headers, rows
+
+
+def validate_manifest(path: str | Path, *, id_column: str = "object_id") -> list[str]:
+    """Problems that would make the upload fail or produce bad subjects; an empty list means it is ready."""
+    path = Path(path)
+    if not path.is_file():
+        return [f"{path}: no such manifest"]
+    problems = []
+    headers, rows = read_manifest(path)
+    if not headers:
+        return [f"{path}: empty file (no header row)"]
+    if any(not h.strip() for h in headers):
+        problems.append(f"{path}: empty column name in header {headers}")
+    if len(set(headers)) != len(headers):
+        problems.append(f"{path}: duplicate column names in header {headers}")
+    if id_column not in headers:
+        problems.append(f"{path}: no {id_column!r} column (W&W subjects carry the survey identity in metadata)")
+    if not rows:
+        problems.append(f"{path}: no subject rows")
+    seen: dict[str, int] = {}
+    for r in rows:
+        if len(r.metadata) != len(headers):
+            problems.append(f"{path}:{r.line}: {len(r.metadata)} fields for {len(headers)} columns")
+        if not r.files:
+            problems.append(f"{path}:{r.line}: no media file found beside the manifest")
+        for f in r.files:
+            size = f.stat().st_size
+            mime = mimetypes.guess_type(f.name)[0]
+            if size == 0:
+                problems.append(f"{path}:{r.line}: {f.name} is empty")
+            elif size > MAX_UPLOAD_BYTES:
+                problems.append(f"{path}:{r.line}: {f.name} is {size} bytes, over the {MAX_UPLOAD_BYTES} limit")
+            if mime not in ALLOWED_IMAGE_TYPES:
+                problems.append(f"{path}:{r.line}: {f.name} has type {mime}, not one of {ALLOWED_IMAGE_TYPES}")
+        key = r.metadata.get(id_column, "")
+        if id_column in headers and not key:
+            problems.append(f"{path}:{r.line}: empty {id_column}")
+        elif key in seen:
+            problems.append(f"{path}:{r.line}: {id_column} {key} repeats line {seen[key]}")
+        else:
+            seen[key] = r.line
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Upload with panoptes-client
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class UploadResult:
+    subject_set_id: str
+    subject_set_created: bool
+    created: int
+    skipped_existing: int
+    subject_ids: list[str]
+
+
+def connect_from_env(endpoint: str | None = None):
+    """Log in with the credentials in the environment (never passed through code that could print them)."""
+    from panoptes_client import Panoptes
+
+    endpoint = endpoint or os.environ.get("PANOPTES_ENDPOINT", "https://www.zooniverse.org")
+    if os.environ.get("PANOPTES_CLIENT_ID") and os.environ.get("PANOPTES_CLIENT_SECRET"):
+        return Panoptes.connect(client_id=os.environ["PANOPTES_CLIENT_ID"],
+                                client_secret=os.environ["PANOPTES_CLIENT_SECRET"], endpoint=endpoint)
+    if not (os.environ.get("PANOPTES_USERNAME") and os.environ.get("PANOPTES_PASSWORD")):
+        raise RuntimeError("uploading needs PANOPTES_USERNAME and PANOPTES_PASSWORD (or PANOPTES_CLIENT_ID and "
+                           "PANOPTES_CLIENT_SECRET) in the environment")
+    return Panoptes.connect(username=os.environ["PANOPTES_USERNAME"], password=os.environ["PANOPTES_PASSWORD"],
+                            endpoint=endpoint)
+
+
+def _find_or_create_set(project_id: int, name: str):
+    from panoptes_client import SubjectSet
+
+    for s in SubjectSet.where(project_id=project_id, display_name=name):
+        project = str((s.raw.get("links") or {}).get("project", project_id))
+        if str(s.display_name) == name and project == str(project_id):
+            return s, False
+    s = SubjectSet()
+    s.links.project = project_id
+    s.display_name = name
+    s.save()
+    return s, True
+
+
+def upload_manifest(
+    manifest: str | Path,
+    *,
+    project_id: int,
+    subject_set_name: str,
+    id_column: str = "object_id",
+    link_batch: int = 50,
+    log: Callable[[str], None] | None = None,
+) -> UploadResult:
+    """Upload a validated manifest as subjects of ``subject_set_name`` in ``project_id`` (connect first).
+
+    Safe to re-run: subjects whose ``id_column`` the set already holds are skipped, so an interrupted upload
+    resumes where it stopped.
+    """
+    from panoptes_client import Subject
+
+    log = log or (lambda msg: None)
+    problems = validate_manifest(manifest, id_column=id_column)
+    if problems:
+        raise ValueError(f"manifest {manifest} is not valid: " + "; ".join(problems[:10]))
+    _, rows = read_manifest(manifest)
+    subject_set, created_set = _find_or_create_set(project_id, subject_set_name)
+    existing = set()
+    if not created_set:
+        for s in Subject.where(subject_set_id=subject_set.id):
+            key = (s.metadata or {}).get(id_column)
+            if key is not None:
+                existing.add(str(key))
+    log(f"subject set {subject_set.id} ({'new' if created_set else 'existing'}; {len(existing)} subjects already)")
+    todo = [r for r in rows if r.metadata.get(id_column) not in existing]
+    new_ids: list[str] = []
+    pending: list = []
+
+    def link():
+        if pending:
+            subject_set.add(pending)
+            new_ids.extend(str(s.id) for s in pending)
+            pending.clear()
+
+    for i, r in enumerate(todo, start=1):
+        subject = Subject()
+        subject.links.project = project_id
+        for f in r.files:
+            subject.add_location(str(f))
+        subject.metadata.update(r.metadata)
+        subject.save()
+        pending.append(subject)
+        if len(pending) >= link_batch:
+            link()
+            log(f"uploaded {i}/{len(todo)} subjects")
+    link()
+    log(f"uploaded {len(new_ids)} subjects, skipped {len(rows) - len(todo)} already in the set")
+    return UploadResult(subject_set_id=str(subject_set.id), subject_set_created=created_set, created=len(new_ids),
+                        skipped_existing=len(rows) - len(todo), subject_ids=new_ids)
+
+
+def manifest_columns() -> Sequence[str]:
+    return [IMAGE_COLUMN, *VISIBLE_COLUMNS, *HIDDEN_COLUMNS]

@@ -1,0 +1,62 @@
+"""Reading latents from the partition files, and the torch UMAP layout (the GPU path, run here on the CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ww_assets import embedding
+from ww_assets.storage import StorageLayout
+
+
+def write_batch(layout: StorageLayout, batch: str, ids, z) -> None:
+    d = layout.scores_dir(batch)
+    d.mkdir(parents=True, exist_ok=True)
+    np.save(d / "latent_vectors.npy", np.asarray(z, np.float32))
+    pd.DataFrame({"image_identifier": ids, "image score": 0.0, "feature score": 0.0, "anomaly score": 0.0}
+                 ).to_csv(d / "anomaly_scores.csv", index=False)
+
+
+def test_load_latents_keeps_row_order_and_quarantines(tmp_path):
+    layout = StorageLayout(tmp_path)
+    z0 = np.arange(12, dtype=np.float32).reshape(3, 4)
+    z1 = np.ones((3, 4), np.float32)
+    z1[1, 2] = np.nan
+    write_batch(layout, "a", ["001", "002", "003"], z0)
+    write_batch(layout, "b", ["004", "005", "002"], z1)  # 005 non-finite, 002 already in batch a
+    ls = embedding.load_latents(layout)
+    assert list(ls.index["image_id"]) == ["001", "002", "003", "004"]  # ids stay text: leading zeros kept
+    np.testing.assert_array_equal(ls.latents[:3], z0)
+    assert dict(zip(ls.dropped["image_id"], ls.dropped["reason"])) == {
+        "005": "non-finite latent vector", "002": "image already read from an earlier batch"}
+    write_batch(layout, "c", ["x", "y"], np.zeros((3, 4)))
+    with pytest.raises(ValueError, match=r"batch 'c'.*shape \(3, 4\).*2 rows"):
+        embedding.load_latents(layout)
+    with pytest.raises(FileNotFoundError, match="no latent vectors"):
+        embedding.load_latents(StorageLayout(tmp_path / "empty"))
+
+
+def test_torch_backend_separates_clusters_like_umap():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 128))
+    lab = np.repeat([0, 1, 2], 100)
+    x = np.tanh(0.6 * centres[lab] + rng.normal(scale=0.3, size=(300, 128))).astype(np.float32)
+    cfg = embedding.UMAPConfig(backend="torch", device="cpu", n_epochs=100, init="pca", seed=4)
+    res = embedding.fit_umap(x, cfg)
+    assert res.backend == "torch" and res.embedding.shape == (300, 2) and np.isfinite(res.embedding).all()
+    assert set(res.seconds) == {"knn", "graph", "init", "layout"}
+    from sklearn.neighbors import NearestNeighbors
+
+    nn = NearestNeighbors(n_neighbors=6).fit(res.embedding).kneighbors(res.embedding, return_distance=False)[:, 1:]
+    assert (lab[nn] == lab[:, None]).mean() > 0.98
+    # Seeded: the same run gives the same map (CPU), a different seed a different one.
+    np.testing.assert_allclose(embedding.fit_umap(x, cfg).embedding, res.embedding, atol=1e-4)
+    assert embedding.neighbourhood_preservation(x, res.embedding, k=10, n_query=100) > 0.2
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError, match="backend"):
+        embedding.fit_umap(np.zeros((10, 4), np.float32), embedding.UMAPConfig(backend="gpu-magic"))
+    assert embedding.resolve_init(embedding.UMAPConfig(), 1_000_000) == "pca"
+    assert embedding.resolve_init(embedding.UMAPConfig(), 5_000) == "spectral"
