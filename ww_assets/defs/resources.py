@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
@@ -44,6 +46,8 @@ def shared_resources() -> dict:
     layout = StorageLayout(root)
     return {
         "storage": StorageResource(root=root),
-        "sample": SampleResource(),
+        "sample": SampleResource(
+            size=os.environ.get("WW_SAMPLE_SIZE", "small"), seed=int(os.environ.get("WW_SAMPLE_SEED", "20211"))
+        ),
         "duckdb": DuckDBResource(database=str(layout.warehouse)),
     }
