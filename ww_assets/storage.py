@@ -74,8 +74,48 @@ class StorageLayout:
             raise StorageError(f"storage root {self.root} is not writable: {exc.strerror or exc}") from exc
 
 
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete what a killed writer left in ``folder``: hidden ``.name.tmp-*`` files and folders. Returns them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(".*.tmp-*")]
+    for p in stale:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+    return stale
+
+
 class StorageError(RuntimeError):
     """The storage root cannot be used (read-only, disk full, missing)."""
+
+
+_ERRNO_WORDS = {28: "no space left on device", 30: "read-only file system", 122: "disk quota exceeded"}
+
+
+def _storage_error(final: Path, exc: OSError) -> "StorageError | OSError":
+    """A StorageError naming the path for the errors a full or read-only storage root gives; others unchanged."""
+    if exc.errno in _ERRNO_WORDS:
+        return StorageError(f"cannot write {final}: {_ERRNO_WORDS[exc.errno]} ({exc.strerror})")
+    if exc.errno is None and "requested and" in str(exc) and "written" in str(exc):
+        # numpy's tofile reports a short write (the disk filled up mid-file) without an errno
+        return StorageError(f"cannot write {final}: no space left on device (short write: {exc})")
+    if isinstance(exc, PermissionError):
+        return StorageError(f"cannot write {final}: permission denied")
+    return exc
+
+
+def _make_parent(final: Path) -> None:
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        err = _storage_error(final, exc)
+        if err is exc:
+            raise
+        raise err from exc
 
 
 def _tmp_sibling(final: Path) -> Path:
@@ -90,16 +130,16 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     ...     frame.to_csv(tmp)
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(final)
     tmp = _tmp_sibling(final)
     try:
         yield tmp
         os.replace(tmp, final)
     except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp.unlink()
-        if isinstance(exc, OSError) and exc.errno in (28, 30):  # ENOSPC, EROFS
-            raise StorageError(f"cannot write {final}: {exc.strerror}") from exc
+        if isinstance(exc, OSError) and _storage_error(final, exc) is not exc:
+            raise _storage_error(final, exc) from exc
         raise
 
 
@@ -112,11 +152,17 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
     successful write of the same partition removes).
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(final)
     for stale in final.parent.glob(f".{final.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = _tmp_sibling(final)
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as exc:
+        err = _storage_error(final, exc)
+        if err is exc:
+            raise
+        raise err from exc
     try:
         yield tmp
         if final.exists():
@@ -128,8 +174,8 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
             os.replace(tmp, final)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.errno in (28, 30):
-            raise StorageError(f"cannot write {final}: {exc.strerror}") from exc
+        if isinstance(exc, OSError) and _storage_error(final, exc) is not exc:
+            raise _storage_error(final, exc) from exc
         raise
 
 

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ww_assets.storage import atomic_path
+from ww_assets.storage import atomic_path, remove_stale_temporaries
 from ww_assets.zooniverse import formats
 from ww_assets.zooniverse.errors import (
     CredentialsMissing,
@@ -378,6 +378,9 @@ class LiveSource:
 
     # --- fetching -----------------------------------------------------------------------------------------------
     def fetch(self, kind: str) -> FetchedExport:
+        # A pull killed mid-download leaves its hidden temporary file; nothing reads it, the next pull removes it.
+        for stale in remove_stale_temporaries(self.downloads_dir / kind):
+            self.log.info("removed %s, a partial download left by an interrupted pull", stale.name)
         if kind in formats.PANOPTES_KINDS:
             return self._fetch_panoptes(kind)
         if kind in formats.TALK_KINDS:
