@@ -58,12 +58,12 @@ class MemorySampler(threading.Thread):
         self.root_pid, self.interval = root_pid, interval
         self.peak_total = self.peak_single = 0
         self.peak_processes = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         import psutil
 
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 root = psutil.Process(self.root_pid)
                 procs = [root, *root.children(recursive=True)]
@@ -79,10 +79,10 @@ class MemorySampler(threading.Thread):
                 self.peak_single = max(self.peak_single, rss)
             self.peak_total = max(self.peak_total, total)
             self.peak_processes = max(self.peak_processes, len(procs))
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=5)
 
 
@@ -182,24 +182,33 @@ def main(argv=None) -> int:
         backfill_id = ops.launch_asset_backfill(server, args.assets.split(","), batches, run_config=run_config,
                                                 title=f"load benchmark: {len(batches)} partitions")
 
+        def backfill_runs():
+            return instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+
         def finished():
-            runs = instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+            runs = backfill_runs()
             done = [r for r in runs if r.dagster_run.is_finished]
             return runs if len(runs) >= len(batches) and len(done) == len(runs) else None
 
+        timed_out = False
         try:
             runs = ops.wait_until(finished, args.timeout, f"{len(batches)} runs", interval=2.0,
                                   service=server.service)
+        except TimeoutError:
+            timed_out, runs = True, backfill_runs()   # report what finished in the time allowed
         finally:
             wall = time.monotonic() - started
             sampler.stop()
 
-    failed = [r.dagster_run.run_id for r in runs if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS]
+    done_runs = [r for r in runs if r.dagster_run.is_finished]
+    failed = [r.dagster_run.run_id for r in done_runs if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS]
+    info["timed_out"] = timed_out
+    info["finished_runs"] = len(done_runs)
     info.update({
         "partitions": len(batches), "images": len(batches) * args.batch_size, "runs": len(runs),
         "failed_runs": len(failed), "failed_run_ids": failed[:20],
-        "wall_s": round(wall, 1), "partitions_per_min": round(len(batches) / wall * 60, 1),
-        "peak_concurrent_runs": peak_overlap([(r.start_time, r.end_time) for r in runs if r.start_time]),
+        "wall_s": round(wall, 1), "partitions_per_min": round(len(done_runs) / wall * 60, 1),
+        "peak_concurrent_runs": peak_overlap([(r.start_time, r.end_time) for r in done_runs if r.start_time]),
         "max_concurrent_runs_allowed": max_runs,
         "peak_rss_total_mib": round(sampler.peak_total / 2**20), "peak_rss_single_mib": round(sampler.peak_single / 2**20),
         "peak_processes": sampler.peak_processes,
@@ -211,15 +220,17 @@ def main(argv=None) -> int:
           f"start -> {info['load_avg_at_end']} at end; Python {m['python']}, Dagster {m['dagster']}")
     print(f"backfill: {info['partitions']} partitions x {args.batch_size} images ({args.assets}), "
           f"{info['storage']} instance, queue limit {max_runs} runs, multiprocess executor per run")
+    if timed_out:
+        print(f"TIMED OUT after {info['wall_s']} s: {len(done_runs)} of {len(batches)} runs finished")
     print(f"wall time {info['wall_s']} s ({info['partitions_per_min']} partitions/min); failed runs "
-          f"{info['failed_runs']} of {info['runs']}; peak {info['peak_concurrent_runs']} runs at once")
+          f"{info['failed_runs']} of {len(done_runs)} finished; peak {info['peak_concurrent_runs']} runs at once")
     print(f"peak memory: {info['peak_rss_total_mib']} MiB resident over all {info['peak_processes']} processes "
           f"(largest single process {info['peak_rss_single_mib']} MiB)")
     if args.json:
         Path(args.json).write_text(json.dumps(info, indent=2))
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
-    return 1 if failed else 0
+    return 1 if failed or timed_out else 0
 
 
 if __name__ == "__main__":

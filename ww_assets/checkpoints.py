@@ -215,8 +215,7 @@ def _infer_config(states: Mapping[str, Mapping[str, torch.Tensor]], paths: Mappi
         raise CheckpointError(
             f"{paths.get(part, part)}: no card.json and cannot infer the architecture: missing key {exc}") from exc
     base, channels, k = int(conv1.shape[0]), int(conv1.shape[1]), int(conv1.shape[2])
-    side2 = fc_d.shape[1] // (8 * base)
-    side = int(round(side2 ** 0.5))
+    side = int(round((fc_d.shape[1] / (8 * base)) ** 0.5))
     if side * side * 8 * base != fc_d.shape[1]:
         raise CheckpointError(f"{paths['discriminator']}: fc.weight {tuple(fc_d.shape)} does not fit a square "
                               f"feature map of {8 * base} channels")

@@ -23,6 +23,15 @@ from ww_assets.networks import WGAN, WGANConfig
 from ww_assets.scoring import ScoreConfig, score_images
 
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: no spinning on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 @pytest.fixture
 def model() -> WGAN:
     torch.manual_seed(11)

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 import pytest
 import yaml

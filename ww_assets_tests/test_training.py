@@ -201,3 +201,47 @@ def test_wgan_asset_names_the_bad_file(storage_root, images, monkeypatch):
     result = dg.materialize([wgan], resources=res, raise_on_error=False)
     msg = _failure_text(result)
     assert not result.success and str(path) in msg and "NaN" in msg
+
+
+def test_wgan_asset_auto_loads_the_shipped_model_only_for_the_sample(storage_root, images, tmp_path, monkeypatch):
+    import dagster as dg
+    import pandas as pd
+
+    import ww_assets.defs.model as model_defs
+    from ww_assets.checkpoints import read_card, save_wgan
+    from ww_assets.defs.resources import StorageResource
+    from ww_assets.networks import WGAN
+    from ww_assets.storage import StorageLayout
+
+    monkeypatch.setenv("WW_WGAN_PRESET", "ci")
+    monkeypatch.delenv("WW_WGAN_CHECKPOINT", raising=False)
+    shipped = tmp_path / "shipped"
+    torch.manual_seed(0)
+    save_wgan(WGAN(TINY), shipped, card={"source": "pretrained", "held_out_demo_sample": {"auroc": {"x": 1}}})
+    monkeypatch.setattr(model_defs, "PRETRAINED_DIR", shipped)
+    layout = StorageLayout(storage_root)
+    _write_batch(storage_root, "batch_000", images[:16])
+    fits = [str(layout.sample_dir / "cutouts" / "batch_000" / f"{i}_g.fits") for i in range(16)]
+    pd.DataFrame({"image_id": [str(i) for i in range(16)], "source_path": fits}).to_parquet(
+        layout.images_dir("batch_000") / "catalog.parquet")
+    device = torch.device("cpu")
+    assert model_defs.choose_checkpoint("auto", layout, device, None)[0] == str(shipped)
+    assert model_defs.choose_checkpoint("none", layout, device, None)[0] == ""
+    monkeypatch.setenv("WW_WGAN_CHECKPOINT", "/some/release")
+    assert model_defs.choose_checkpoint("auto", layout, device, None)[0] == "/some/release"
+    monkeypatch.delenv("WW_WGAN_CHECKPOINT")
+
+    res = {"storage": StorageResource(root=str(storage_root))}
+    result = dg.materialize([model_defs.wgan], resources=res)
+    assert result.success
+    card = read_card(layout.model_dir)
+    assert card["source"] == "checkpoint" and card["checkpoint"] == str(shipped.resolve())
+    md = result.asset_materializations_for_node("wgan")[0].metadata
+    assert md["pretrained_held_out_auroc"].value == {"x": 1}
+
+    # images that are not the sample's: auto trains
+    pd.DataFrame({"image_id": [str(i) for i in range(16)], "source_path": [f"/survey/{i}.fits" for i in range(16)]}
+                 ).to_parquet(layout.images_dir("batch_000") / "catalog.parquet")
+    assert model_defs.choose_checkpoint("auto", layout, device, None)[0] == ""
+    result = dg.materialize([model_defs.wgan], resources=res)
+    assert result.success and read_card(layout.model_dir)["source"] == "trained"

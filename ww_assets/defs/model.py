@@ -9,11 +9,19 @@ PNG figures shown in the UI (loss curves, real vs reconstructed images, generate
 The networks and the training loop are ``ww_assets.networks`` / ``ww_assets.training``; files are
 ``ww_assets.checkpoints``. This module only picks the data, the device and the preset, logs progress, and reports.
 
+Where the networks come from (config ``checkpoint``):
+
+- a folder: load it (a published release, an earlier run, the shipped pretrained model);
+- "none": train here with ``preset``;
+- "auto" (default): ``WW_WGAN_CHECKPOINT`` when set (a folder, or "none"); otherwise, on a machine without a GPU
+  whose training images are all the embedded simulated sample's, the shipped pretrained CPU model
+  (``data/pretrained/wgan-cpu``: trained here on a *different* simulated sample, see its README) so the demo's
+  scores mean something in seconds; otherwise train.
+
 Presets (``ww_assets.networks.PRESETS``): "reference" (the published design and ~10k generator iterations, for a
-GPU), "cpu" (a quarter of the width, latent still 128: minutes on a laptop, the demo's default without a GPU),
-"ci" (seconds; scores mean nothing). "auto" = "reference" on CUDA, "cpu" otherwise; ``WW_WGAN_PRESET`` changes
-what "auto" means for every run (e.g. ``WW_WGAN_PRESET=ci`` in tests). ``WW_WGAN_CHECKPOINT`` gives a default
-checkpoint folder to load instead of training.
+GPU), "cpu" (an eighth of the width, latent still 128: a couple of minutes on a laptop), "ci" (seconds; scores
+mean nothing). Preset "auto" = "reference" on CUDA, "cpu" otherwise; ``WW_WGAN_PRESET`` changes what "auto" means
+for every run (e.g. ``WW_WGAN_PRESET=ci`` in tests).
 """
 
 import datetime as _dt
@@ -30,22 +38,29 @@ from ww_assets.defs.resources import StorageResource
 from ww_assets.storage import StorageLayout
 
 CUTOUTS_FILE = "cutouts.npy"
+CATALOG_FILE = "catalog.parquet"
+# the small CPU model shipped with the repository (data/pretrained/wgan-cpu, see its README.md)
+PRETRAINED_DIR = Path(__file__).resolve().parents[2] / "data" / "pretrained" / "wgan-cpu"
 
 
 class WGANAssetConfig(dg.Config):
     """How `wgan` gets its networks.
 
     checkpoint: a folder holding the three weight files of a published release or an earlier run (generator,
-        discriminator, encoder as .safetensors or .pt/.pth state dicts; loaded weights-only); when set (here or
-        in ``WW_WGAN_CHECKPOINT``) nothing is trained. Empty: train.
-    preset: "auto" (reference on CUDA, cpu otherwise; ``WW_WGAN_PRESET`` overrides), "reference", "cpu", "ci".
+        discriminator, encoder as .safetensors or .pt/.pth state dicts; loaded weights-only), "none" to train
+        here, or "auto" (``WW_WGAN_CHECKPOINT`` if set; else the shipped pretrained CPU model when there is no
+        GPU and every training image is the embedded sample's; else train).
+    preset: for training: "auto" (reference on CUDA, cpu otherwise; ``WW_WGAN_PRESET`` overrides), "reference",
+        "cpu", "ci".
     device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
     batches: image batches to train on; empty = every batch with written cutouts.
     generator_iterations / encoder_iterations / seed: override the preset's (0 / negative: keep the preset's).
     log_every_s: seconds between progress lines in the run log.
+    threads: PyTorch CPU threads (0: PyTorch's default, one per core); 1 is faster on a machine busy with
+        other work.
     """
 
-    checkpoint: str = ""
+    checkpoint: str = "auto"
     preset: str = "auto"
     device: str = "auto"
     batches: list[str] = []
@@ -53,6 +68,7 @@ class WGANAssetConfig(dg.Config):
     encoder_iterations: int = 0
     seed: int = -1
     log_every_s: float = 15.0
+    threads: int = 0
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -120,6 +136,49 @@ def _file_fingerprint(path: str) -> dict:
                 h.update(chunk)
         out["sha256"] = h.hexdigest()
     return out
+
+
+def images_are_the_sample(layout: StorageLayout, batches: list[str]) -> bool:
+    """True when every image of ``batches`` was read from the embedded sample (catalog ``source_path``)."""
+    import pandas as pd
+
+    sample = str(layout.sample_dir.resolve())
+    if not batches:
+        return False
+    for batch in batches:
+        path = layout.images_dir(batch) / CATALOG_FILE
+        if not path.is_file():
+            return False
+        try:
+            sources = pd.read_parquet(path, columns=["source_path"])["source_path"].astype(str)
+        except Exception:  # an unreadable or foreign catalog: not the sample
+            return False
+        if not sources.map(lambda p: str(Path(p).resolve()).startswith(sample + os.sep)).all():
+            return False
+    return True
+
+
+def choose_checkpoint(setting: str, layout: StorageLayout, device, batches: list[str] | None) -> tuple[str, str]:
+    """(checkpoint folder or "", why) for the config value ``setting`` ("auto", "none" or a folder)."""
+    setting = (setting or "auto").strip()
+    if setting.lower() == "auto":
+        env = os.environ.get("WW_WGAN_CHECKPOINT", "").strip()
+        if env:
+            setting = env
+        else:
+            if device.type == "cuda":
+                return "", "a GPU is present: training"
+            chosen = list(batches) if batches else available_batches(layout)
+            if not (PRETRAINED_DIR / "card.json").is_file():
+                return "", f"no GPU, and no shipped pretrained model at {PRETRAINED_DIR}: training on the CPU"
+            if images_are_the_sample(layout, chosen):
+                return str(PRETRAINED_DIR), ("no GPU and the images are the embedded simulated sample: loading the "
+                                             "shipped pretrained CPU model (trained on a different simulated "
+                                             "sample); set checkpoint='none' to train here instead")
+            return "", "no GPU and the images are not the embedded sample: training the CPU-sized model here"
+    if setting.lower() in ("none", "", "train"):
+        return "", "checkpoint='none': training"
+    return setting, "checkpoint given in the config or WW_WGAN_CHECKPOINT"
 
 
 def resolve_preset(name: str, device) -> str:
@@ -273,9 +332,10 @@ def reconstruction_check(wgan, arrays: list[np.ndarray], n: int = 256) -> tuple[
         "The wGAN of the W&W method: generator, critic (discriminator) and encoder, 96 x 96 x 3 images, latent 128. "
         "Trained here (WGAN-GP, gradient penalty 10, 5 critic steps per generator step; then the f-AnoGAN izi_f "
         "encoder with G and D frozen) on the image batches' cutouts, or loaded weights-only from a published "
-        "release (config `checkpoint`). Written to models/wgan/: generator/discriminator/encoder .safetensors and "
-        "card.json. Preset 'auto': the reference schedule on a GPU, a CPU-sized model (same design, a quarter of "
-        "the width) otherwise."),
+        "release (config `checkpoint`). Written to models/wgan/: generator/discriminator/encoder .safetensors, "
+        "card.json and figures. By default: trained with the reference schedule on a GPU; without a GPU, on the "
+        "embedded sample, the shipped pretrained CPU model (data/pretrained/wgan-cpu, trained on other simulated "
+        "galaxies) is loaded; otherwise a CPU-sized model (same design, an eighth of the width) is trained."),
     check_specs=[dg.AssetCheckSpec(
         "reconstructs_better_than_mean_image", asset="wgan",
         description="On up to 256 training images, G(E(x)) is closer to x (MSE) than the mean image is: the model "
@@ -291,7 +351,11 @@ def wgan(context: dg.AssetExecutionContext, config: WGANAssetConfig, storage: St
 
     layout = storage.layout
     device = resolve_device(config.device)
-    checkpoint = config.checkpoint or os.environ.get("WW_WGAN_CHECKPOINT", "")
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    checkpoint, why = choose_checkpoint(config.checkpoint, layout, device, config.batches or None)
+    checkpoint = str(Path(checkpoint).expanduser()) if checkpoint else ""
+    context.log.info(why)
     started = _dt.datetime.now(_dt.timezone.utc)
     with tempfile.TemporaryDirectory(prefix="wgan-figures-") as tmpdir:
         tmp = Path(tmpdir)
@@ -314,6 +378,8 @@ def wgan(context: dg.AssetExecutionContext, config: WGANAssetConfig, storage: St
                 card["original_card"] = {k: v for k, v in original.items() if k != "files"}
             history = None
             title = f"wGAN loaded from {Path(checkpoint).name}"
+            shipped_figures = {p.name: p for p in sorted(Path(checkpoint).glob("*.png"))
+                               if p.name != "reconstructions.png"} if Path(checkpoint).is_dir() else {}
         else:
             preset = resolve_preset(config.preset, device)
             overrides = {}
@@ -342,7 +408,8 @@ def wgan(context: dg.AssetExecutionContext, config: WGANAssetConfig, storage: St
                              "files": [_file_fingerprint(p) for p in paths]}}
             title = (f"wGAN preset '{preset}' on {n_images} images, {result.device} "
                      f"({sum(result.seconds.values()):.0f} s)")
-        figures = _figures(model, arrays, history, title, tmp)
+            shipped_figures = {}
+        figures = {**shipped_figures, **_figures(model, arrays, history, title, tmp)}
         mse_model, mse_mean = reconstruction_check(model, arrays) if arrays else (float("nan"), float("nan"))
         card["reconstruction_mse"] = {"model": mse_model, "mean_image": mse_mean}
         save_wgan(model, layout.model_dir, card=card, extra_files={name: p for name, p in figures.items()})
@@ -373,6 +440,9 @@ def wgan(context: dg.AssetExecutionContext, config: WGANAssetConfig, storage: St
             })
         else:
             metadata["checkpoint"] = card["checkpoint"]
+            held_out = (card.get("original_card") or {}).get("held_out_demo_sample")
+            if held_out:
+                metadata["pretrained_held_out_auroc"] = dg.MetadataValue.json(held_out.get("auroc"))
         for name, path in figures.items():
             metadata[name.removesuffix(".png")] = png_markdown(path, alt=name)
     passed = bool(np.isfinite(mse_model) and mse_model < mse_mean) if arrays else True

@@ -3,14 +3,14 @@
 Executor (``executor_from_env``): by default Dagster's multiprocess executor (one machine). With
 ``WW_EXECUTOR=k8s`` every step runs in its own Kubernetes pod (dagster-k8s ``k8s_job_executor``); with
 ``WW_EXECUTOR=celery`` steps go to Celery workers (dagster-celery). ``WW_EXECUTOR_CONFIG`` names a YAML file
-(deploy/k8s/executor.yaml, deploy/celery/executor.yaml) with the executor's config (``execution: config:``) and how steps of the
-``gpu`` concurrency pool are placed: ``gpu_step_k8s_config`` (node selector, tolerations, ``nvidia.com/gpu``
+(deploy/k8s/executor.yaml, deploy/celery/executor.yaml) with the executor's config (``execution: config:``)
+and how steps of the ``gpu`` concurrency pool are placed: ``gpu_step_k8s_config`` (node selector, tolerations, ``nvidia.com/gpu``
 limit) for Kubernetes, ``gpu_queue`` (the Celery queue only GPU workers consume) for Celery. Which steps are GPU
 steps is read from the assets' ``pool="gpu"``, so nothing is listed twice.
 
 Dead runs:
-A run killed with SIGKILL (``kill -9``, the out-of-memory killer, a closed laptop lid on a terminal) cannot
-write its own failure. Its record stays "started" and, worse, the concurrency-pool slots it held (``gpu``,
+A run killed with SIGKILL (``kill -9``, the out-of-memory killer, a machine that lost power) cannot write
+its own failure. Its record stays "started" and, worse, the concurrency-pool slots it held (``gpu``,
 ``duckdb``) stay taken, so the next run of the same partition waits for a slot forever. Runs launched by
 ``dagster dev`` are watched by the code server, which marks a dead run worker failed; runs started from the
 command line (``dagster asset materialize``, ``make demo``) have nobody watching.
@@ -126,6 +126,9 @@ def reap_dead_runs(instance: dg.DagsterInstance, min_age_seconds: float = 0.0) -
                  "only; elsewhere Dagster's run monitoring does this."),
 )
 def dead_run_reaper(context: dg.SensorEvaluationContext):
+    if not is_single_host_instance(context.instance):
+        return dg.SkipReason("instance storage is shared between machines: Dagster's run monitoring handles dead "
+                             "runs here")
     reaped = reap_dead_runs(context.instance)
     for r in reaped:
         context.log.warning(f"run {r.run_id}: {r.reason}; marked failed, pool slots freed")
