@@ -53,14 +53,13 @@ No Dagster here: ``ww_assets.defs.consensus`` calls these functions.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
-from typing import Iterator
 
 import duckdb
 
+from ww_assets.duckdb_sql import insertion_order, transaction
 from ww_assets.zooniverse.raw_tables import ensure_raw_schema
 
 SCHEMA = "consensus"
@@ -280,31 +279,6 @@ def _lit(text: str) -> str:
     return "'" + str(text).replace("'", "''") + "'"
 
 
-@contextlib.contextmanager
-def _transaction(con) -> Iterator[None]:
-    con.execute("BEGIN TRANSACTION")
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(Exception):
-            con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
-
-
-@contextlib.contextmanager
-def _fast_settings(con) -> Iterator[None]:
-    """Row order of aggregates is irrelevant here: let DuckDB drop it (less memory); restore afterwards."""
-    before = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
-    if before:
-        con.execute("SET preserve_insertion_order = false")
-    try:
-        yield
-    finally:
-        if before:
-            con.execute("SET preserve_insertion_order = true")
-
-
 class _Stages:
     """Wall-clock seconds per stage (``times``) and process CPU seconds (``cpu``, all DuckDB threads)."""
 
@@ -508,14 +482,14 @@ def build_volunteer_consensus(con, *, full: bool = False,
         _log_build(con, res)
         return res
 
-    with _fast_settings(con):
+    with insertion_order(con, keep=False):
         con.execute("DROP TABLE IF EXISTS temp._cons_new_ids")
         con.execute("CREATE TEMP TABLE _cons_new_ids (ingest_id VARCHAR)")
         if new_ids:
             con.executemany("INSERT INTO _cons_new_ids VALUES (?)", [[i] for i in new_ids])
         while True:
             try:
-                with _transaction(con):
+                with transaction(con):
                     build_id = _next_build_id(con)
                     if reason is not None:
                         res = _vc_full(con, build_id, salt, partition_exposures, stages, log)
@@ -766,7 +740,7 @@ def build_talk_consensus(con, *, full: bool = False, log=None) -> BuildResult:
                           build_id, stages.times, stages.cpu)
         _log_build(con, res)
         return res
-    with _fast_settings(con), _transaction(con):
+    with insertion_order(con, keep=False), transaction(con):
         build_id = _next_build_id(con)
         if reason is not None:
             n_in = con.execute("SELECT (SELECT count(*) FROM raw.talk_comments) + "
@@ -853,7 +827,7 @@ def build_subject_consensus(con, *, full: bool = False, log=None) -> BuildResult
                           build_id, stages.times, stages.cpu)
         _log_build(con, res)
         return res
-    with _fast_settings(con), _transaction(con):
+    with insertion_order(con, keep=False), transaction(con):
         build_id = _next_build_id(con)
         if reason is not None:
             _recreate(con, "subject_identity")

@@ -35,15 +35,14 @@ in the top-level array (1-based).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import os
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
 
+from ww_assets.duckdb_sql import insertion_order, transaction
 from ww_assets.zooniverse import formats
 from ww_assets.zooniverse.errors import ExportFileError
 from ww_assets.zooniverse.pseudonym import sql_identity, sql_mask_mentions, sql_volunteer_id
@@ -232,31 +231,6 @@ def _new_ingest_id() -> str:
 
 def _now_utc() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-@contextlib.contextmanager
-def _transaction(con) -> Iterator[None]:
-    con.execute("BEGIN TRANSACTION")
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(Exception):
-            con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
-
-
-@contextlib.contextmanager
-def _insertion_order_kept(con) -> Iterator[None]:
-    """Row order = file order is what gives each row its line; make sure DuckDB keeps it for this ingest."""
-    before = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0]
-    if not before:
-        con.execute("SET preserve_insertion_order = true")
-    try:
-        yield
-    finally:
-        if not before:
-            con.execute("SET preserve_insertion_order = false")
 
 
 def _drop_rejects(con) -> None:
@@ -514,10 +488,10 @@ def ingest_classifications_csv(con, path, *, pseudonym_key: str, source_label: s
     ids = {"iid": ingest_id, "iid_cand": ingest_id + "#known", "iid_bad": ingest_id + "#bad"}
     this_ingest = "ingest_id IN ($iid, $iid_cand, $iid_bad)"
     params = {"key": pseudonym_key, "source_file": source_file, "now": now, **ids}
-    with _insertion_order_kept(con):
+    with insertion_order(con, keep=True):
         _drop_rejects(con)
         try:
-            with _transaction(con):
+            with transaction(con):
                 _tick("start")
                 hi = con.execute("SELECT max(classification_id) FROM raw.classifications").fetchone()[0]
                 live = "TRUE" if hi is None else f"(cid IS NULL OR cid > {int(hi)})"
@@ -643,7 +617,7 @@ def _staged_ingest(con, *, table: str, kind: str, source_file: str, source_label
     now = _now_utc()
     cols = ", ".join(columns)
     key_match = " AND ".join(f"t.{k} IS NOT DISTINCT FROM s.{k}" for k in key)
-    with _transaction(con):
+    with transaction(con):
         con.execute(f"CREATE OR REPLACE TEMP TABLE {_STAGE} AS {stage_sql}", params)
         if rejected is None:
             rejected = _rejected_lines(con)
@@ -762,7 +736,7 @@ def ingest_subjects_csv(con, path, *, pseudonym_key: str | None = None,
                "updated_at"]
     _drop_rejects(con)
     try:
-        with _insertion_order_kept(con):
+        with insertion_order(con, keep=True):
             return _staged_ingest(
                 con, table="subjects", kind="subjects", source_file=str(path), source_label=source_label,
                 stage_sql=stage, columns=columns, key=["subject_id", "subject_set_id", "workflow_id"],
@@ -817,7 +791,7 @@ def ingest_workflows_csv(con, path, *, pseudonym_key: str | None = None,
                "tutorial_subject_id", "retired_set_member_subjects_count", "tasks", "retirement", "strings"]
     _drop_rejects(con)
     try:
-        with _insertion_order_kept(con):
+        with insertion_order(con, keep=True):
             return _staged_ingest(
                 con, table="workflows", kind="workflows", source_file=str(path), source_label=source_label,
                 stage_sql=stage, columns=columns, key=["workflow_id", "version", "minor_version"],
@@ -902,7 +876,7 @@ def ingest_talk_comments(con, path, *, pseudonym_key: str, source_label: str | N
 
     columns = ["comment_id", "discussion_id", "discussion_title", "board_id", "board_title", "board_description",
                "focus_type", "focus_id", "focus_subject_id", "commenter_id", "comment_body", "created_at"]
-    with talk_json_file(path) as json_path, _insertion_order_kept(con):
+    with talk_json_file(path) as json_path, insertion_order(con, keep=True):
         stage = _stage_json(con, json_path, stage_of, "comments", {})
         return _staged_ingest(
             con, table="talk_comments", kind="talk comments", source_file=str(path), source_label=source_label,
@@ -948,7 +922,7 @@ def ingest_talk_tags(con, path, *, pseudonym_key: str, source_label: str | None 
 
     columns = ["tag_id", "name", "section", "tagger_id", "comment_id", "taggable_id", "taggable_type",
                "project_id", "created_at"]
-    with talk_json_file(path) as json_path, _insertion_order_kept(con):
+    with talk_json_file(path) as json_path, insertion_order(con, keep=True):
         stage = _stage_json(con, json_path, stage_of, "tags", {})
         return _staged_ingest(
             con, table="talk_tags", kind="talk tags", source_file=str(path), source_label=source_label,
