@@ -83,10 +83,10 @@ def save_wgan(wgan: WGAN, folder: str | os.PathLike[str], card: Mapping[str, Any
         for part, module in wgan.parts().items():
             tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
             path = tmp / PART_FILES[part]
-            save_file(tensors, str(path), metadata={
-                "format": FORMAT, "format_version": str(FORMAT_VERSION), "part": part,
-                "config": json.dumps(config.to_dict(), sort_keys=True),
-            })
+            # one metadata entry: safetensors writes several in arbitrary order, which would make the bytes
+            # (and the SHA-256 on the card) differ between two saves of the same weights
+            save_file(tensors, str(path), metadata={FORMAT: json.dumps(
+                {"format_version": FORMAT_VERSION, "part": part, "config": config.to_dict()}, sort_keys=True)})
             files[part] = {"file": PART_FILES[part], "sha256": _sha256(path),
                            "parameters": int(sum(t.numel() for t in tensors.values()))}
         full = {"format": FORMAT, "format_version": FORMAT_VERSION, **dict(card or {}),
@@ -271,11 +271,11 @@ def load_wgan(source: str | os.PathLike[str] | Mapping[str, str | os.PathLike[st
         cfg_dict = None
         if card is not None and isinstance(card.get("config"), Mapping):
             cfg_dict, where = card["config"], Path(source) / CARD_FILE
-        elif "config" in metas["generator"]:
+        elif FORMAT in metas["generator"]:
             where = paths["generator"]
             try:
-                cfg_dict = json.loads(metas["generator"]["config"])
-            except ValueError as exc:
+                cfg_dict = json.loads(metas["generator"][FORMAT])["config"]
+            except (ValueError, KeyError, TypeError) as exc:
                 raise CheckpointError(f"{where}: unreadable config in the file's metadata: {exc}") from exc
         if cfg_dict is not None:
             try:

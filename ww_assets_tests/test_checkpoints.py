@@ -68,10 +68,14 @@ def test_save_load_round_trip_is_bit_identical(tmp_path, model):
     assert card["note"] == "test" and card["config"] == model.config.to_dict()
     assert set(card["files"]) == set(PART_FILES)
     assert all(len(v["sha256"]) == 64 and v["parameters"] > 0 for v in card["files"].values())
-    # a second save replaces the folder whole (nothing stale left)
+    # a second save replaces the folder whole (nothing stale left) and writes the same bytes
     (folder / "stale.txt").write_text("old")
     save_wgan(model, folder, card={})
     assert not (folder / "stale.txt").exists()
+    assert read_card(folder)["files"] == card["files"]
+    # without the card, the architecture comes from the files' own metadata
+    (folder / CARD_FILE).unlink()
+    _same_weights(model, load_wgan(folder))
 
 
 def test_channels_last_model_saves_the_same_weights(tmp_path, model):

@@ -169,9 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     history.update(enc_hist)
     card = {
         "source": "pretrained",
-        "description": "CPU-sized wGAN (same design as the reference at reduced width, latent 128) trained on "
+        "description": "CPU-sized wGAN (the reference design at an eighth of the width, latent 128) trained on "
                        "simulated HSC-like cutouts that are not the demo's; kept at the generator iteration with "
-                       "the best validation AUROC (early stopping).",
+                       "the best validation AUROC (early stopping). At that stage the generator draws a smooth, "
+                       "typical galaxy rather than a likeness of each input: the anomaly score measures how far "
+                       "an image is from typical, mostly through the critic's features. Training longer gives "
+                       "sharper images but, on these noisy cutouts, a lower AUROC (see selection.png).",
         "training_data": {"simulation": "ww_assets.simulation", "generator_version": GENERATOR_VERSION,
                           "size": args.train_size, "seed": args.train_seed, "n_images": int(len(x_train)),
                           "shared_identifiers_with_demo_sample": len(overlap)},
