@@ -271,10 +271,13 @@ def load_wgan(source: str | os.PathLike[str] | Mapping[str, str | os.PathLike[st
         cfg_dict = None
         if card is not None and isinstance(card.get("config"), Mapping):
             cfg_dict, where = card["config"], Path(source) / CARD_FILE
-        elif FORMAT in metas["generator"]:
+        elif FORMAT in metas["generator"] or "config" in metas["generator"]:
             where = paths["generator"]
             try:
-                cfg_dict = json.loads(metas["generator"][FORMAT])["config"]
+                if FORMAT in metas["generator"]:
+                    cfg_dict = json.loads(metas["generator"][FORMAT])["config"]
+                else:  # files written before the metadata became one entry (the shipped wgan-cpu)
+                    cfg_dict = json.loads(metas["generator"]["config"])
             except (ValueError, KeyError, TypeError) as exc:
                 raise CheckpointError(f"{where}: unreadable config in the file's metadata: {exc}") from exc
         if cfg_dict is not None:
