@@ -141,8 +141,7 @@ def write_export_folder(folder: str | Path, n_pages: int = 60, n_comments: int |
             "annotations is not valid JSON": lambda r: r.__setitem__(11, '[{"task":"T0","value":[{"subject":'),
             "classification_id is not an integer": lambda r: r.__setitem__(0, "12ab"),
             "created_at is missing or not a timestamp": lambda r: r.__setitem__(7, "yesterday-ish"),
-            "a selected subject is not on the page": lambda r: r.__setitem__(
-                11, json.dumps([{"task": "T0", "value": [{"subject": 1}]}])),
+            "subject_data is not valid JSON": lambda r: r.__setitem__(12, '{"1":{"#group_subject_ids":'),
         }
         inserted = []
         for k, (why, breaker) in enumerate(broken.items()):

@@ -428,7 +428,8 @@ def _classification_select(header: list[str], src_sql: str, *, live_sql: str, li
                 WHEN list_count(page) <> len(page) THEN 'a subject id on the page is not an integer'
                 WHEN sel IS NULL THEN 'annotation value is not a list of subjects'
                 WHEN list_count(sel) <> len(sel) THEN 'a selected subject id is not an integer'
-                WHEN len(sel) > 0 AND NOT list_has_all(page, sel) THEN 'a selected subject is not on the page'
+                -- a click on a subject that was not on the page is kept here as exported: the consensus build
+                -- quarantines that one click (consensus.quarantine) and still counts the rest of the page
             END END AS reason
         FROM pages
     )
