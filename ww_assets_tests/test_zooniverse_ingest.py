@@ -199,6 +199,25 @@ def test_rejected_line_in_the_middle_keeps_later_lines_right(tmp_path):
     assert sorted(r[0] for r in con.execute("SELECT source_line FROM raw.quarantine").fetchall()) == [7, 13]
 
 
+def test_an_overlong_line_is_quarantined_and_the_rest_lands(tmp_path):
+    """A record longer than the reader's line limit is one unreadable line, not a failed ingest."""
+    truth = write_export_folder(tmp_path / "exports", n_pages=20)
+    path = truth.files["classifications"]
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    huge = lines[3].rstrip("\n").split(",")
+    huge[0] = "777777777"
+    huge[8] = "x" * (raw_tables._CSV_MAX_LINE_BYTES + 10)        # gold_standard: a field nobody reads
+    lines.insert(5, ",".join(huge) + "\n")                    # line 6
+    path.write_text("".join(lines), encoding="utf-8")
+    con = duckdb.connect()
+    report = raw_tables.ingest_classifications_csv(con, path, pseudonym_key=KEY)
+    assert (report.rows_seen, report.rows_new, report.rows_quarantined) == (21, 20, 1)
+    (line, reason), = con.execute("SELECT source_line, reason FROM raw.quarantine").fetchall()
+    assert line == 6 and reason.startswith("unreadable CSV line")
+    stored = dict(con.execute("SELECT classification_id, source_line FROM raw.classifications").fetchall())
+    assert 777777777 not in stored and sorted(stored.values()) == [n for n in range(2, 23) if n != 6]
+
+
 def test_many_rejected_lines_still_give_right_lines(tmp_path):
     """More than 64 rejected lines take the ASOF-join path for line numbers."""
     truth = write_export_folder(tmp_path / "exports", n_pages=50)

@@ -240,6 +240,12 @@ def _drop_rejects(con) -> None:
     con.execute(f"DROP TABLE IF EXISTS temp.{_REJECTS_SCAN}")
 
 
+#: Longest CSV record read (bytes). A W&W classification row is about a kilobyte; 4 MB leaves room for any real row,
+#: and a longer one is quarantined as an unreadable line. Not larger: DuckDB sizes its read buffers from this, and
+#: at 64 MB the parallel CSV scan of a multi-GB export ran 3.6x slower on one thread (benchmarks/consensus_scale.py).
+_CSV_MAX_LINE_BYTES = 4 * 1024 * 1024
+
+
 def _csv_source(path: Path, header: list[str], keep_rejects: bool = True) -> str:
     """``read_csv`` of an export with every column VARCHAR, parsing left to SQL, bad lines to a rejects table."""
     columns = "{" + ", ".join(f"{_lit(c)}: 'VARCHAR'" for c in header) + "}"
@@ -249,7 +255,7 @@ def _csv_source(path: Path, header: list[str], keep_rejects: bool = True) -> str
     return (
         f"read_csv({_lit(str(path))}, header = true, columns = {columns}, auto_detect = false, delim = ',', "
         f"quote = '\"', escape = '\"', strict_mode = true, null_padding = false, compression = '{compression}', "
-        f"max_line_size = 67108864, {rejects})"
+        f"max_line_size = {_CSV_MAX_LINE_BYTES}, {rejects})"
     )
 
 
@@ -627,12 +633,16 @@ def _staged_ingest(con, *, table: str, kind: str, source_file: str, source_label
         line = line_of(f"(rowid - {int(base)})", rejected)
         n_seen_kept, n_bad = con.execute(
             f"SELECT count(*), count(*) FILTER (_reason IS NOT NULL) FROM {_STAGE}").fetchone()
+        # the same key twice in one file keeps its first line; the window that finds it is only paid for when
+        # the file has such keys (an aggregate over the key says so for a fraction of the cost)
+        repeated = con.execute(
+            f"""SELECT count(*) FROM (SELECT 1 FROM {_STAGE} WHERE _reason IS NULL
+                                      GROUP BY {', '.join(key)} HAVING count(*) > 1)""").fetchone()[0]
+        nth = (f"row_number() OVER (PARTITION BY {', '.join(key)} ORDER BY rowid)" if repeated else "1")
         n_new = con.execute(
             f"""INSERT INTO raw.{table} ({cols}, source_file, source_line, ingest_id, ingested_at)
                 SELECT {cols}, $source_file, _line, $iid, $now FROM (
-                    SELECT *, {line} AS _line,
-                           row_number() OVER (PARTITION BY {', '.join(key)} ORDER BY rowid) AS _nth
-                    FROM {_STAGE} WHERE _reason IS NULL) s
+                    SELECT *, {line} AS _line, {nth} AS _nth FROM {_STAGE} WHERE _reason IS NULL) s
                 WHERE _nth = 1 AND NOT EXISTS (SELECT 1 FROM raw.{table} t WHERE {key_match})
                 ORDER BY _line""",
             {"source_file": source_file, "iid": ingest_id, "now": now}).fetchone()[0]
@@ -699,7 +709,7 @@ def ingest_subjects_csv(con, path, *, pseudonym_key: str | None = None,
         try_cast({_meta_first(formats.SUBJECT_RA_KEYS)} AS DOUBLE) AS ra,
         try_cast({_meta_first(formats.SUBJECT_DEC_KEYS)} AS DOUBLE) AS dec,
         coalesce({_meta_first(formats.SUBJECT_IMAGE_KEYS)}, locations->>'$."0"') AS image_ref,
-        metadata::JSON AS metadata, locations::JSON AS locations,
+        metadata, locations,
         {_int('classifications_count')} AS classifications_count,
         try_strptime(nullif(trim(retired_at), ''), {times}) AS retired_at,
         nullif(trim(retirement_reason), '') AS retirement_reason,
@@ -711,10 +721,8 @@ def ingest_subjects_csv(con, path, *, pseudonym_key: str | None = None,
             WHEN nullif(trim(subject_set_id), '') IS NULL THEN 'subject_set_id is empty'
             WHEN NOT {_int_check('subject_set_id')} THEN 'subject_set_id is not an integer'
             WHEN NOT {_int_check('workflow_id')} THEN 'workflow_id is not an integer'
-            WHEN raw_metadata IS NOT NULL AND NOT coalesce(json_valid(raw_metadata), false)
-                THEN 'metadata is not valid JSON'
-            WHEN raw_locations IS NOT NULL AND NOT coalesce(json_valid(raw_locations), false)
-                THEN 'locations is not valid JSON'
+            WHEN raw_metadata IS NOT NULL AND metadata IS NULL THEN 'metadata is not valid JSON'
+            WHEN raw_locations IS NOT NULL AND locations IS NULL THEN 'locations is not valid JSON'
             WHEN nullif(trim(retired_at), '') IS NOT NULL AND try_strptime(trim(retired_at), {times}) IS NULL
                 THEN 'retired_at is not a timestamp'
         END AS _reason,
@@ -723,9 +731,9 @@ def ingest_subjects_csv(con, path, *, pseudonym_key: str | None = None,
         SELECT {c('subject_id')} AS subject_id, {c('subject_id')} AS subject_id_txt,
                {c('subject_set_id')} AS subject_set_id, {c('workflow_id')} AS workflow_id,
                {c('project_id')} AS project_id,
-               CASE WHEN json_valid({c('metadata')}) THEN {c('metadata')} END AS metadata,
-               {c('metadata')} AS raw_metadata,
-               CASE WHEN json_valid({c('locations')}) THEN {c('locations')} END AS locations,
+               -- one parse per JSON column: try_cast gives NULL for text that is not JSON
+               try_cast({c('metadata')} AS JSON) AS metadata, {c('metadata')} AS raw_metadata,
+               try_cast({c('locations')} AS JSON) AS locations,
                {c('locations')} AS raw_locations,
                {c('classifications_count')} AS classifications_count, {c('retired_at')} AS retired_at,
                {c('retirement_reason')} AS retirement_reason, {c('created_at')} AS created_at,
