@@ -594,26 +594,28 @@ def _vc_incremental(con, build_id: int, salt: int, stages: _Stages, log) -> Buil
         return None
     stages("volunteer_keys")
     n_new = con.execute(f"SELECT count(*) FROM raw.classifications WHERE {new}").fetchone()[0]
-    # (image, volunteer) pairs of the new pages, with the volunteer's top rank (NULL for most volunteers)
+    # (image, volunteer) pairs of the new pages, with the volunteer's top rank (NULL for most volunteers); the
+    # rank is fixed within a group, so its bit is set after grouping
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _cons_np AS
-        SELECT s, vk, r, count(*) AS n, min(created_at) AS f, max(created_at) AS l,
-               bit_or(ma) AS ma, bit_or(mb) AS mb
-        FROM (SELECT unnest(c.page_subject_ids) AS s, {vk} AS vk, t.top_rank AS r, c.created_at,
-                     {_MASK_A} AS ma, {_MASK_B} AS mb
-              FROM raw.classifications c LEFT JOIN {_TOP} t USING (volunteer_id)
-              WHERE c.{new} AND c.volunteer_id IS NOT NULL)
-        GROUP BY s, vk, r""")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _cons_nc AS "
-                f"{_click_pairs_sql(new + ' AND volunteer_id IS NOT NULL', vk)}")
+        SELECT s, vk, r, n, f, l, {_masks_sql('r').replace(' END, ', ' END AS ma, ')} AS mb
+        FROM (SELECT s, vk, r, count(*) AS n, min(created_at) AS f, max(created_at) AS l
+              FROM (SELECT unnest(c.page_subject_ids) AS s, {vk} AS vk, t.top_rank AS r, c.created_at
+                    FROM raw.classifications c LEFT JOIN {_TOP} t USING (volunteer_id)
+                    WHERE c.{new} AND c.volunteer_id IS NOT NULL)
+              GROUP BY s, vk, r)""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _cons_nc AS
+        SELECT *, {_masks_sql('r').replace(' END, ', ' END AS ma, ')} AS mb
+        FROM ({_click_pairs_sql(new + ' AND volunteer_id IS NOT NULL', vk)})""")
+    stages("new_pairs")
+    # Had the volunteer already seen (clicked) the image? Top volunteers: a bit in the image's row. Everyone else:
+    # their earlier pages (short histories), looked up for the pairs of the new pages only.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _cons_batch_vol AS
         SELECT DISTINCT volunteer_id FROM raw.classifications WHERE {new} AND volunteer_id IS NOT NULL""")
-    stages("new_pairs")
-    # Had the volunteer already seen the image? Top volunteers: a bit in the image's row. Everyone else: their
-    # earlier pages (short histories), looked up for the pairs of the new pages only.
-    old = f"NOT ({new}) AND volunteer_id IN (SELECT volunteer_id FROM _cons_batch_vol)"
-    old_light = f"{old} AND volunteer_id NOT IN (SELECT volunteer_id FROM {_TOP})"
+    old_light = (f"NOT ({new}) AND volunteer_id IN (SELECT volunteer_id FROM _cons_batch_vol) "
+                 f"AND volunteer_id NOT IN (SELECT volunteer_id FROM {_TOP})")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _cons_seen AS
         SELECT DISTINCT o.s, o.vk FROM (
@@ -631,14 +633,18 @@ def _vc_incremental(con, build_id: int, salt: int, stages: _Stages, log) -> Buil
         SELECT subject_id, shown, selected, pages, first_seen, last_seen, top_seen_a, top_seen_b, top_selected_a,
                top_selected_b
         FROM consensus.volunteer_consensus WHERE subject_id IN (SELECT DISTINCT s FROM _cons_np)""")
-    seen = (f"CASE WHEN p.r IS NULL THEN sn.s IS NOT NULL "
-            f"ELSE {_has_bit('o.top_seen_a', 'o.top_seen_b', 'p.r')} END")
-    clicked = (f"CASE WHEN c.r IS NULL THEN sn.s IS NOT NULL "
-               f"ELSE {_has_bit('o.top_selected_a', 'o.top_selected_b', 'c.r')} END")
+    # New volunteers per image: the other volunteers' pairs not in their history, plus the top volunteers' bits
+    # that the image's row did not have yet (popcount(old | new) - popcount(old)). The current rows are joined once.
+    def added(old: str, new_: str) -> str:
+        o = f"coalesce({old}, 0::UHUGEINT)"
+        return f"({_popcount(f'({o} | coalesce({new_}, 0::UHUGEINT))')} - {_popcount(o)})"
+
     counts = f"""
-        SELECT d.subject_id,
-               coalesce(o.shown, 0) + d.shown AS shown,
-               coalesce(o.selected, 0) + coalesce(c.selected, 0) AS selected,
+        SELECT d.s AS subject_id,
+               coalesce(o.shown, 0) + d.light + {added('o.top_seen_a', 'd.ma')} + {added('o.top_seen_b', 'd.mb')}
+                   AS shown,
+               coalesce(o.selected, 0) + coalesce(c.light, 0) + {added('o.top_selected_a', 'c.ma')}
+                   + {added('o.top_selected_b', 'c.mb')} AS selected,
                coalesce(o.pages, 0) + d.pages AS pages,
                least(o.first_seen, d.first_seen) AS first_seen,
                greatest(o.last_seen, d.last_seen) AS last_seen,
@@ -646,20 +652,16 @@ def _vc_incremental(con, build_id: int, salt: int, stages: _Stages, log) -> Buil
                coalesce(o.top_seen_b, 0::UHUGEINT) | coalesce(d.mb, 0::UHUGEINT) AS top_seen_b,
                coalesce(o.top_selected_a, 0::UHUGEINT) | coalesce(c.ma, 0::UHUGEINT) AS top_selected_a,
                coalesce(o.top_selected_b, 0::UHUGEINT) | coalesce(c.mb, 0::UHUGEINT) AS top_selected_b
-        FROM (SELECT p.s AS subject_id, count(*) FILTER (WHERE NOT ({seen})) AS shown,
+        FROM (SELECT p.s, count(*) FILTER (WHERE p.r IS NULL AND sn.s IS NULL) AS light,
                      sum(p.n)::BIGINT AS pages, min(p.f) AS first_seen, max(p.l) AS last_seen,
                      bit_or(p.ma) AS ma, bit_or(p.mb) AS mb
-              FROM _cons_np p
-              LEFT JOIN _cons_seen sn ON p.s = sn.s AND p.vk = sn.vk
-              LEFT JOIN _cons_old o ON o.subject_id = p.s
+              FROM _cons_np p LEFT JOIN _cons_seen sn ON p.s = sn.s AND p.vk = sn.vk
               GROUP BY p.s) d
-        LEFT JOIN (SELECT c.s AS subject_id, count(*) FILTER (WHERE NOT ({clicked})) AS selected,
+        LEFT JOIN (SELECT c.s, count(*) FILTER (WHERE c.r IS NULL AND sn.s IS NULL) AS light,
                           bit_or(c.ma) AS ma, bit_or(c.mb) AS mb
-                   FROM (SELECT *, {_masks_sql('r').replace(' END, ', ' END AS ma, ')} AS mb FROM _cons_nc) c
-                   LEFT JOIN _cons_cseen sn ON c.s = sn.s AND c.vk = sn.vk
-                   LEFT JOIN _cons_old o ON o.subject_id = c.s
-                   GROUP BY c.s) c USING (subject_id)
-        LEFT JOIN _cons_old o USING (subject_id)"""
+                   FROM _cons_nc c LEFT JOIN _cons_cseen sn ON c.s = sn.s AND c.vk = sn.vk
+                   GROUP BY c.s) c ON c.s = d.s
+        LEFT JOIN _cons_old o ON o.subject_id = d.s"""
     con.execute(f"CREATE OR REPLACE TEMP TABLE _cons_vc AS {_vc_select(counts, build_id)}")
     stages("merge")
     changed = con.execute("SELECT count(*) FROM _cons_vc").fetchone()[0]
