@@ -73,7 +73,7 @@ DEFAULT_PARTITION_EXPOSURES = 40_000_000
 #: The most active volunteers whose pages per image are tracked as bits (two UHUGEINT columns), so an incremental
 #: update need not re-read their (long) histories. 256 = 2 x 128 bits.
 TOP_VOLUNTEERS = 256
-#: raw.subjects rows per partition of a full subject-consensus build.
+#: Subjects with several raw.subjects links (sets x workflows) per partition of a full subject-identity build.
 SUBJECTS_PER_PARTITION = 3_000_000
 
 TABLES = ("image_exposures", "volunteer_consensus", "talk_consensus", "subject_consensus")
@@ -834,11 +834,21 @@ def build_subject_consensus(con, *, full: bool = False, log=None) -> BuildResult
         if reason is not None:
             _recreate(con, "subject_identity")
             n_links = con.execute("SELECT count(*) FROM raw.subjects").fetchone()[0]
-            k = max(1, math.ceil(n_links / SUBJECTS_PER_PARTITION))
-            for i in range(k):
-                part = "TRUE" if k == 1 else f"subject_id % {k} = {i}"
+            # a subject with one link (the usual case) is its own identity: copied without the arg_max, which is
+            # kept for subjects linked to several sets or workflows
+            con.execute("""CREATE OR REPLACE TEMP TABLE _sc_multi AS SELECT subject_id FROM raw.subjects
+                           WHERE subject_id IS NOT NULL GROUP BY subject_id HAVING count(*) > 1""")
+            con.execute(f"""INSERT INTO consensus.subject_identity
+                            SELECT subject_id, object_id, ra, dec, image_ref, {build_id} FROM raw.subjects
+                            WHERE subject_id IS NOT NULL AND subject_id NOT IN (SELECT subject_id FROM _sc_multi)""")
+            n_multi = con.execute("SELECT count(*) FROM _sc_multi").fetchone()[0]
+            k = max(1, math.ceil(n_multi / SUBJECTS_PER_PARTITION))
+            for i in range(k if n_multi else 0):
+                part = "subject_id IN (SELECT subject_id FROM _sc_multi)" + ("" if k == 1 else
+                                                                               f" AND subject_id % {k} = {i}")
                 con.execute(f"INSERT INTO consensus.subject_identity "
                             f"SELECT *, {build_id} FROM ({_IDENT_SQL.format(where=part)})")
+            con.execute("DROP TABLE IF EXISTS temp._sc_multi")
             changed = total = con.execute("SELECT count(*) FROM consensus.subject_identity").fetchone()[0]
             mode, n_in = "full", n_links
         else:

@@ -425,6 +425,17 @@ def test_subjects_arriving_after_their_classifications(raw_con):
     incremental = _snapshot(con)
     C.build_all(con, full=True)
     assert _snapshot(con) == incremental
+    # an older link of 25: still the newest link wins, also when the multi-link subjects are split in partitions
+    con.execute("""INSERT INTO raw.subjects (subject_id, subject_set_id, object_id, ra, dec, image_ref, updated_at,
+                                             ingest_id, ingested_at)
+                   VALUES (25, 3, 'obj25-old', 0.0, 0.0, 'old.png', TIMESTAMP '2021-01-01', 's3', now())""")
+    C.SUBJECTS_PER_PARTITION, before = 1, C.SUBJECTS_PER_PARTITION
+    try:
+        C.build_all(con, full=True)
+    finally:
+        C.SUBJECTS_PER_PARTITION = before
+    identity = dict(con.execute("SELECT subject_id, image_id FROM consensus.subject_identity").fetchall())
+    assert identity == {**{s: f"obj{s}" for s in range(11, 20)}, 10: "obj10-new", 25: "obj25"}
 
 
 def test_raw_tables_rebuilt_forces_full_rebuild(raw_con):
