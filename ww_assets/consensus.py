@@ -332,6 +332,18 @@ def _log_build(con, result: BuildResult) -> None:
          result.new_input_rows, result.seconds])
 
 
+def _finish_build(con, table: str, absorbed: dict[str, set[str]], mode: str, total: int, changed: int, n_in: int,
+                  t0: float, reason: str | None, build_id: int, stages: _Stages) -> BuildResult:
+    """Record what a build absorbed (``absorbed``: state source -> ingest ids) and log it; returns its result."""
+    for source, ingest_ids in absorbed.items():
+        _set_state(con, table, source, ingest_ids)
+    _set_state(con, table, "version", [_version_marker()])
+    res = BuildResult(table, mode, int(total), int(changed), int(n_in), time.perf_counter() - t0, reason or "",
+                      build_id, stages.times, stages.cpu)
+    _log_build(con, res)
+    return res
+
+
 def _version_marker() -> str:
     return f"{CONSENSUS_VERSION}|duckdb {duckdb.__version__}"
 
@@ -779,12 +791,8 @@ def build_talk_consensus(con, *, full: bool = False, log=None) -> BuildResult:
             con.execute("DROP TABLE IF EXISTS temp._cons_tc_subjects")
             mode = "incremental"
         stages("talk")
-        for t, p in sources.items():
-            _set_state(con, table, f"raw.{t}", p)
-        _set_state(con, table, "version", [_version_marker()])
-        res = BuildResult(table, mode, int(total), int(changed), int(n_in), time.perf_counter() - t0,
-                          reason or "", build_id, stages.times, stages.cpu)
-        _log_build(con, res)
+        res = _finish_build(con, table, {f"raw.{t}": p for t, p in sources.items()}, mode, total, changed, n_in,
+                            t0, reason, build_id, stages)
     if log:
         log(f"talk_consensus: {mode}, {changed} images recomputed")
     return res
@@ -868,11 +876,8 @@ def build_subject_consensus(con, *, full: bool = False, log=None) -> BuildResult
             con.execute("DROP TABLE IF EXISTS temp._sc_new")
             mode = "incremental"
         stages("subjects")
-        _set_state(con, table, "raw.subjects", present)
-        _set_state(con, table, "version", [_version_marker()])
-        res = BuildResult(table, mode, int(total), int(changed), int(n_in), time.perf_counter() - t0,
-                          reason or "", build_id, stages.times, stages.cpu)
-        _log_build(con, res)
+        res = _finish_build(con, table, {"raw.subjects": present}, mode, total, changed, n_in, t0, reason,
+                            build_id, stages)
     if log:
         log(f"subject_consensus: {mode}, {changed} subject identities written")
     return res

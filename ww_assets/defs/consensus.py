@@ -189,6 +189,12 @@ def _unique_check(duckdb: DuckDBResource, table: str) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=n == 0, metadata=meta)
 
 
+def _fraction_check(duckdb: DuckDBResource, table: str) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        c = consensus.check_counts(con, table)
+    return dg.AssetCheckResult(passed=c["fraction_out_of_range"] == 0 and c["interval_invalid"] == 0, metadata=c)
+
+
 @dg.asset_check(asset=volunteer_consensus, pool=POOL, description="0 <= selected <= shown on every row.")
 def selected_within_shown(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     return _range_check(duckdb, "volunteer_consensus", "selected_out_of_range")
@@ -197,9 +203,7 @@ def selected_within_shown(duckdb: DuckDBResource) -> dg.AssetCheckResult:
 @dg.asset_check(asset=volunteer_consensus, pool=POOL, name="fraction_in_unit_interval",
                 description="fraction in [0, 1] (NULL only when shown = 0), ci_low <= fraction <= ci_high.")
 def vc_fraction_in_unit_interval(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as con:
-        c = consensus.check_counts(con, "volunteer_consensus")
-    return dg.AssetCheckResult(passed=c["fraction_out_of_range"] == 0 and c["interval_invalid"] == 0, metadata=c)
+    return _fraction_check(duckdb, "volunteer_consensus")
 
 
 @dg.asset_check(asset=volunteer_consensus, pool=POOL, name="one_row_per_image",
@@ -249,9 +253,7 @@ def sc_selected_within_shown(duckdb: DuckDBResource) -> dg.AssetCheckResult:
 @dg.asset_check(asset=subject_consensus, pool=POOL, name="fraction_in_unit_interval",
                 description="fraction in [0, 1] (NULL only when shown = 0), ci_low <= fraction <= ci_high.")
 def sc_fraction_in_unit_interval(duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as con:
-        c = consensus.check_counts(con, "subject_consensus")
-    return dg.AssetCheckResult(passed=c["fraction_out_of_range"] == 0 and c["interval_invalid"] == 0, metadata=c)
+    return _fraction_check(duckdb, "subject_consensus")
 
 
 @dg.asset_check(asset=subject_consensus, pool=POOL, name="one_row_per_image",
