@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -31,23 +30,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ww_assets.machine import machine_info  # noqa: E402
+
 
 def machine() -> dict:
-    import psutil
-
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import dagster
 
-    return {"nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "load_avg_at_start": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
-            "dagster": dagster.__version__, "platform": platform.platform()}
+    return {**machine_info(), "dagster": dagster.__version__}
 
 
 class MemorySampler(threading.Thread):
@@ -216,7 +205,7 @@ def main(argv=None) -> int:
         "storage": "postgres" if args.postgres else "sqlite",
     })
     m = info["machine"]
-    print(f"machine: {m['nproc']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, load {m['load_avg_at_start']} at "
+    print(f"machine: {m['cores']} cores ({m['cpu']}), {m['ram_gib']} GiB RAM, load {m['load_average']} at "
           f"start -> {info['load_avg_at_end']} at end; Python {m['python']}, Dagster {m['dagster']}")
     print(f"backfill: {info['partitions']} partitions x {args.batch_size} images ({args.assets}), "
           f"{info['storage']} instance, queue limit {max_runs} runs, multiprocess executor per run")

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -403,18 +402,9 @@ STAGES = {"generate": stage_generate, "e2e": stage_e2e, "consensus": stage_conse
 def machine() -> str:
     import duckdb
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, load average {load}, Python "
-            f"{platform.python_version()}, DuckDB {duckdb.__version__}")
+    from ww_assets.machine import machine_line
+
+    return f"{machine_line()}, DuckDB {duckdb.__version__}"
 
 
 def _run_stage(name: str, argv: list[str]) -> dict:

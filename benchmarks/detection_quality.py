@@ -38,6 +38,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ww_assets import imaging, release  # noqa: E402
+from ww_assets.machine import machine_info, torch_info  # noqa: E402
 
 TARGET_AUROC = 0.9
 
@@ -96,8 +97,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
-    import torch
-
     from ww_assets.checkpoints import load_wgan, save_wgan
     from ww_assets.networks import WGANConfig, device_name, resolve_device
     from ww_assets.scoring import ScoreConfig, score_images
@@ -106,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     size = int(args.size) if args.size.isdigit() else args.size
     device = resolve_device(args.device)
-    machine = {"nproc": os.cpu_count(), "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()],
-               "device": device_name(device), "torch": torch.__version__}
+    machine = {**machine_info(), **torch_info(), "device": device_name(device)}
     print("machine:", json.dumps(machine))
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="ww-detect-"))
     workdir.mkdir(parents=True, exist_ok=True)

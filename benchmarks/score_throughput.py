@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import sys
@@ -46,6 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ww_assets import imaging, release  # noqa: E402
+from ww_assets.machine import machine_info, torch_info  # noqa: E402
 from ww_assets.networks import WGAN, WGANConfig, device_name  # noqa: E402
 from ww_assets.scoring import ScoreConfig, score_images  # noqa: E402
 from ww_assets.storage import atomic_dir  # noqa: E402
@@ -64,22 +64,7 @@ DEFAULTS = {
 # --------------------------------------------------------------------------------------------------------------
 
 def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "nproc": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
-            "torch": torch.__version__, "numpy": np.__version__}
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        info.update({"gpu": props.name, "gpu_memory_gib": round(props.total_memory / 2**30, 1),
-                     "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()})
-    return info
+    return {**machine_info(), **torch_info(), "numpy": np.__version__}
 
 
 def reset_peak(device: torch.device) -> None:

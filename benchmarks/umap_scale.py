@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -62,29 +61,11 @@ def cluster_purity(embedding, labels, k: int = 10, n_query: int = 2000, seed: in
 
 
 def machine() -> dict:
-    info = {"python": platform.python_version(), "platform": platform.platform(), "nproc": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "?")
-    except OSError:
-        info["cpu"] = platform.processor()
-    try:
-        import psutil
+    from ww_assets.machine import machine_info, torch_info
 
-        info["ram_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
-    except ImportError:
-        pass
-    info["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+    info = machine_info()
     try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            p = torch.cuda.get_device_properties(0)
-            info["gpu"] = f"{p.name}, {p.total_memory / 2**30:.0f} GiB"
-        else:
-            info["gpu"] = "none"
+        info.update({"gpu": "none", **torch_info()})
     except ImportError:
         info["torch"] = "missing"
     for mod in ("umap", "pynndescent", "numba", "sklearn"):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -30,18 +29,9 @@ sys.path.insert(0, str(HERE))
 def machine() -> str:
     import duckdb
 
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, load average {os.getloadavg()[0]:.2f} "
-            f"{os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}, Python {platform.python_version()}, "
-            f"DuckDB {duckdb.__version__}")
+    from ww_assets.machine import machine_line
+
+    return f"{machine_line()}, DuckDB {duckdb.__version__}"
 
 
 def run_ingest(args) -> dict:

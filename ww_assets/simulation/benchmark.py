@@ -17,15 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from ww_assets.machine import cpu_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total                {total:.1f} s wall, {cpu_s:.1f} s CPU (all processes; "
           f"{1000 * cpu_s / n:.1f} ms CPU per image)")
     print(f"workers              {a.workers or 'auto'}")
-    print(f"machine              {_cpu_model()}; {os.cpu_count()} cores; load {load0[0]:.2f} before, "
+    print(f"machine              {cpu_model()}; {os.cpu_count()} cores; load {load0[0]:.2f} before, "
           f"{load1[0]:.2f} after; python {platform.python_version()}, galsim {galsim.__version__}, "
           f"numpy {np.__version__}")
     if not a.keep:
