@@ -424,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-pages", type=int, default=300_000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workdir", type=Path, default=Path("/work/bench_consensus"))
-    ap.add_argument("--memory-limit", default="3GB", help="DuckDB memory_limit for ingest and consensus")
+    ap.add_argument("--memory-limit", default="3.5GB",
+                    help="DuckDB memory_limit for ingest and consensus (3.5GB keeps peak RSS under the 4 GB target)")
     ap.add_argument("--partition-exposures", type=int, default=None)
     ap.add_argument("--stages", default="generate,e2e,consensus,incremental,baseline")
     ap.add_argument("--keep", action="store_true", help="keep the generated files and warehouse")
@@ -432,17 +433,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.repull_pages is None:
         args.repull_pages = max(1, args.pages // 100)
-    if args.partition_exposures is None:
-        from ww_assets.consensus import DEFAULT_PARTITION_EXPOSURES
-
-        args.partition_exposures = DEFAULT_PARTITION_EXPOSURES
     if args.stage:
         print(json.dumps(STAGES[args.stage](args), default=str))
         return 0
 
     passthrough = ["--pages", str(args.pages), "--repull-pages", str(args.repull_pages), "--baseline-pages",
                    str(args.baseline_pages), "--seed", str(args.seed), "--workdir", str(args.workdir),
-                   "--memory-limit", args.memory_limit, "--partition-exposures", str(args.partition_exposures)]
+                   "--memory-limit", args.memory_limit]
+    if args.partition_exposures:
+        passthrough += ["--partition-exposures", str(args.partition_exposures)]
     if args.images:
         passthrough += ["--images", str(args.images)]
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]

@@ -488,3 +488,14 @@ def test_assets_materialise_with_passing_checks(tiny_sample, storage_root):
     # nothing personal in the metadata
     text = json.dumps({k: str(v) for m in mats.values() for k, v in m.items()})
     assert "not-logged-in" not in text and "user_name" not in text
+
+
+def test_partition_size_follows_the_memory_limit():
+    con = duckdb.connect()
+    con.execute("SET memory_limit = '20GB'")
+    assert C.partition_exposures_for(con) == C.DEFAULT_PARTITION_EXPOSURES
+    con.execute("SET memory_limit = '1GB'")
+    assert C.memory_limit_bytes(con) == pytest.approx(1e9, rel=0.01)
+    assert C.partition_exposures_for(con) == pytest.approx(1e9 / C.BYTES_PER_PARTITION_EXPOSURE, rel=0.01)
+    con.execute("SET memory_limit = '10MB'")
+    assert C.partition_exposures_for(con) == 1_000_000
