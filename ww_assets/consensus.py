@@ -415,7 +415,8 @@ def _refresh_volunteer_keys(con, salt: int, *, full: bool, new_filter: str | Non
 
 # Joined with LEFT JOIN ... USING (volunteer_id). Not an inner join: DuckDB 2.0.0 fails with an internal error
 # ("dict-surviving cache: global dictionary column ... changed identity") on an inner join of raw.classifications
-# with this on volunteer_id followed by unnest of the page lists (seen at 10M pages, 2026-11-24).
+# with this on volunteer_id followed by unnest of the page lists (seen at 10M pages, 2026-11-24), and so on a LEFT
+# JOIN filtered to its matches (the optimizer makes it an inner join).
 _TOP = "(SELECT volunteer_id, top_rank FROM consensus.volunteer_keys WHERE top_rank IS NOT NULL)"
 _MASK_A = "CASE WHEN t.top_rank < 128 THEN 1::UHUGEINT << t.top_rank::UHUGEINT END"
 _MASK_B = "CASE WHEN t.top_rank >= 128 THEN 1::UHUGEINT << (t.top_rank - 128)::UHUGEINT END"
