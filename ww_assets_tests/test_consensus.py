@@ -499,3 +499,20 @@ def test_partition_size_follows_the_memory_limit():
     assert C.partition_exposures_for(con) == pytest.approx(1e9 / C.BYTES_PER_PARTITION_EXPOSURE, rel=0.01)
     con.execute("SET memory_limit = '10MB'")
     assert C.partition_exposures_for(con) == 1_000_000
+
+
+def test_warehouse_memory_limit_and_threads_come_from_the_environment(tmp_path):
+    from dagster_duckdb import DuckDBResource
+
+    from ww_assets.defs.resources import duckdb_connection_config
+
+    assert duckdb_connection_config({}) == {}
+    config = duckdb_connection_config({"WW_DUCKDB_MEMORY_LIMIT": "1GB", "WW_DUCKDB_THREADS": "1"})
+    assert config == {"memory_limit": "1GB", "threads": 1}
+    with pytest.raises(ValueError, match="WW_DUCKDB_THREADS='two'"):
+        duckdb_connection_config({"WW_DUCKDB_THREADS": "two"})
+    resource = DuckDBResource(database=str(tmp_path / "w.duckdb"), connection_config=config)
+    with resource.get_connection() as con:
+        assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 1
+        assert C.memory_limit_bytes(con) == pytest.approx(1e9, rel=0.01)
+        assert C.partition_exposures_for(con) < C.DEFAULT_PARTITION_EXPOSURES

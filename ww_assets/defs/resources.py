@@ -40,6 +40,22 @@ class SampleResource(dg.ConfigurableResource):
         return ensure_sample(layout.sample_dir, size=self.size, seed=self.seed)
 
 
+def duckdb_connection_config(environ=os.environ) -> dict:
+    """DuckDB settings for the warehouse from the environment: ``WW_DUCKDB_MEMORY_LIMIT`` (e.g. ``4GB``; DuckDB's
+    default is 80% of RAM) and ``WW_DUCKDB_THREADS``. A full consensus build sizes its partitions from the memory
+    limit, so a small limit costs time, not a failure."""
+    config = {}
+    memory = (environ.get("WW_DUCKDB_MEMORY_LIMIT") or "").strip()
+    if memory:
+        config["memory_limit"] = memory
+    threads = (environ.get("WW_DUCKDB_THREADS") or "").strip()
+    if threads:
+        if not threads.isdigit() or int(threads) < 1:
+            raise ValueError(f"WW_DUCKDB_THREADS={threads!r}: expected a whole number of threads, 1 or more")
+        config["threads"] = int(threads)
+    return config
+
+
 def shared_resources() -> dict:
     """The resources every group uses, keyed as the assets ask for them."""
     root = default_root()
@@ -49,5 +65,5 @@ def shared_resources() -> dict:
         "sample": SampleResource(
             size=os.environ.get("WW_SAMPLE_SIZE", "small"), seed=int(os.environ.get("WW_SAMPLE_SEED", "20211"))
         ),
-        "duckdb": DuckDBResource(database=str(layout.warehouse)),
+        "duckdb": DuckDBResource(database=str(layout.warehouse), connection_config=duckdb_connection_config()),
     }
