@@ -397,3 +397,45 @@ def test_tiny_sample_ingests_cleanly(tiny_sample):
     assert con.execute("""SELECT count(*) FROM (SELECT DISTINCT unnest(page_subject_ids) AS s FROM raw.classifications)
                           WHERE s NOT IN (SELECT subject_id FROM raw.subjects)""").fetchone()[0] == 0
     assert con.execute("SELECT count(focus_subject_id) > 0 FROM raw.talk_comments").fetchone()[0]
+
+
+def test_subjects_bad_rows_repeats_and_lines(tmp_path):
+    truth = write_export_folder(tmp_path / "e", n_pages=10)
+    path = truth.files["subjects"]
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    good = len(lines) - 1
+    meta = json.dumps({"#object_id": "999", "!ra": 10.5, "DEC": "-1.25", "Filename": "x.png"})
+    extra = [
+        f'77,1,2,3,"{meta.replace(chr(34), chr(34) * 2)}",,0,,,2022-10-01 12:00:00 UTC,\n',  # good: hidden keys
+        "12ab,1,2,3,{},{},0,,,,\n",                                       # subject_id not an integer
+        '78,1,2,3,"{not json",{},0,,,,\n',                                # metadata not JSON
+        "79,1,2,3,{},{},0,yesterday,,,\n",                                # retired_at not a timestamp
+        "80,1,2\n",                                                       # unreadable line
+        lines[5],                                                         # the same link again: first line kept
+    ]
+    path.write_text("".join(lines + extra), encoding="utf-8")
+    con = duckdb.connect()
+    report = raw_tables.ingest_subjects_csv(con, path)
+    assert (report.rows_seen, report.rows_new, report.rows_duplicate, report.rows_quarantined) == \
+        (good + 6, good + 1, 1, 4)
+    got = dict(con.execute("SELECT source_line, reason FROM raw.quarantine").fetchall())
+    n = len(lines)
+    assert got[n + 2] == "subject_id is not an integer"
+    assert got[n + 3] == "metadata is not valid JSON"
+    assert got[n + 4] == "retired_at is not a timestamp"
+    assert got[n + 5].startswith("unreadable CSV line")
+    assert con.execute("SELECT natural_key FROM raw.quarantine WHERE source_line = ?", [n + 3]).fetchone()[0] == "78"
+    row = con.execute("SELECT object_id, ra, dec, image_ref, source_line, workflow_id FROM raw.subjects "
+                      "WHERE subject_id = 77").fetchone()
+    assert row == ("999", 10.5, -1.25, "x.png", n + 1, 2)
+    sid, wf = lines[5].split(",")[0], lines[5].split(",")[2]
+    assert con.execute("SELECT list(source_line) FROM raw.subjects WHERE subject_id = ? AND workflow_id = ?",
+                       [int(sid), int(wf)]).fetchone()[0] == [6]
+    # every stored row sits on its own line of the file
+    for sid_, line in con.execute("SELECT subject_id, source_line FROM raw.subjects WHERE source_line <= ?",
+                                  [n]).fetchall():
+        assert lines[line - 1].startswith(f"{sid_},")
+    # reading it again adds nothing and quarantines the same rows again
+    again = raw_tables.ingest_subjects_csv(con, path)
+    assert (again.rows_new, again.rows_duplicate, again.rows_quarantined) == (0, good + 2, 4)
+    assert con.execute("SELECT count(*) FROM raw.subjects").fetchone()[0] == good + 1
