@@ -668,17 +668,10 @@ def _vc_incremental(con, build_id: int, salt: int, stages: _Stages, log) -> Buil
         SELECT DISTINCT o.s, o.vk FROM ({_click_pairs_sql(old_light, vk)}) o
         SEMI JOIN (SELECT s, vk FROM _cons_nc WHERE r IS NULL) p ON o.s = p.s AND o.vk = p.vk""")
     stages("history_clicks")
-    # the current rows of the images the new pages touch (read once)
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _cons_old AS
-        SELECT subject_id, shown, selected, pages, first_seen, last_seen, top_seen_a, top_seen_b, top_selected_a,
-               top_selected_b
-        FROM consensus.volunteer_consensus WHERE subject_id IN (SELECT DISTINCT s FROM _cons_np)""")
     # New volunteers per image: the other volunteers' pairs not in their history, plus the top volunteers' bits
-    # that the image's row did not have yet (popcount(old | new) - popcount(old)). The current rows are joined once.
+    # that the image's row did not have yet (popcount(new & ~old)). The current rows are joined once, in place.
     def added(old: str, new_: str) -> str:
-        o = f"coalesce({old}, 0::UHUGEINT)"
-        return f"({_popcount(f'({o} | coalesce({new_}, 0::UHUGEINT))')} - {_popcount(o)})"
+        return _popcount(f"(coalesce({new_}, 0::UHUGEINT) & ~coalesce({old}, 0::UHUGEINT))")
 
     counts = f"""
         SELECT d.s AS subject_id,
@@ -702,15 +695,15 @@ def _vc_incremental(con, build_id: int, salt: int, stages: _Stages, log) -> Buil
                           bit_or(c.ma) AS ma, bit_or(c.mb) AS mb
                    FROM _cons_nc c LEFT JOIN _cons_cseen sn ON c.s = sn.s AND c.vk = sn.vk
                    GROUP BY c.s) c ON c.s = d.s
-        LEFT JOIN _cons_old o ON o.subject_id = d.s"""
+        LEFT JOIN consensus.volunteer_consensus o ON o.subject_id = d.s"""
     con.execute(f"CREATE OR REPLACE TEMP TABLE _cons_vc AS {_vc_select(counts, build_id)}")
     stages("merge")
     changed = con.execute("SELECT count(*) FROM _cons_vc").fetchone()[0]
-    con.execute("DELETE FROM consensus.volunteer_consensus WHERE subject_id IN (SELECT subject_id FROM _cons_old)")
+    con.execute("DELETE FROM consensus.volunteer_consensus WHERE subject_id IN (SELECT subject_id FROM _cons_vc)")
     con.execute("INSERT INTO consensus.volunteer_consensus SELECT * FROM _cons_vc")
     _quarantine_clicks(con, new)
     stages("write")
-    for t in ("_cons_np", "_cons_nc", "_cons_seen", "_cons_cseen", "_cons_vc", "_cons_batch_vol", "_cons_old"):
+    for t in ("_cons_np", "_cons_nc", "_cons_seen", "_cons_cseen", "_cons_vc", "_cons_batch_vol"):
         con.execute(f"DROP TABLE IF EXISTS temp.{t}")
     total = con.execute("SELECT count(*) FROM consensus.volunteer_consensus").fetchone()[0]
     if log:
