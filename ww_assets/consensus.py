@@ -657,15 +657,21 @@ def _vc_incremental(con, build_id: int, salt: int, stages: _Stages, log) -> Buil
         SELECT DISTINCT volunteer_id FROM raw.classifications WHERE {new} AND volunteer_id IS NOT NULL""")
     old_light = (f"NOT ({new}) AND volunteer_id IN (SELECT volunteer_id FROM _cons_batch_vol) "
                  f"AND volunteer_id NOT IN (SELECT volunteer_id FROM {_TOP})")
+    # their earlier pages, read once (a scan of raw.classifications), then looked up for pages and clicks
     con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _cons_hist AS
+        SELECT {vk} AS vk, c.page_subject_ids AS page,
+               CASE WHEN len(c.selected_subject_ids) > 0
+                    THEN list_filter(c.selected_subject_ids, lambda x: list_contains(c.page_subject_ids, x)) END AS sel
+        FROM raw.classifications c WHERE {old_light}""")
+    con.execute("""
         CREATE OR REPLACE TEMP TABLE _cons_seen AS
-        SELECT DISTINCT o.s, o.vk FROM (
-            SELECT unnest(c.page_subject_ids) AS s, {vk} AS vk FROM raw.classifications c WHERE {old_light}) o
+        SELECT DISTINCT o.s, o.vk FROM (SELECT unnest(page) AS s, vk FROM _cons_hist) o
         SEMI JOIN (SELECT s, vk FROM _cons_np WHERE r IS NULL) p ON o.s = p.s AND o.vk = p.vk""")
     stages("history_pages")
-    con.execute(f"""
+    con.execute("""
         CREATE OR REPLACE TEMP TABLE _cons_cseen AS
-        SELECT DISTINCT o.s, o.vk FROM ({_click_pairs_sql(old_light, vk)}) o
+        SELECT DISTINCT o.s, o.vk FROM (SELECT unnest(sel) AS s, vk FROM _cons_hist WHERE len(sel) > 0) o
         SEMI JOIN (SELECT s, vk FROM _cons_nc WHERE r IS NULL) p ON o.s = p.s AND o.vk = p.vk""")
     stages("history_clicks")
     # New volunteers per image: the other volunteers' pairs not in their history, plus the top volunteers' bits
@@ -703,7 +709,7 @@ def _vc_incremental(con, build_id: int, salt: int, stages: _Stages, log) -> Buil
     con.execute("INSERT INTO consensus.volunteer_consensus SELECT * FROM _cons_vc")
     _quarantine_clicks(con, new)
     stages("write")
-    for t in ("_cons_np", "_cons_nc", "_cons_seen", "_cons_cseen", "_cons_vc", "_cons_batch_vol"):
+    for t in ("_cons_np", "_cons_nc", "_cons_hist", "_cons_seen", "_cons_cseen", "_cons_vc", "_cons_batch_vol"):
         con.execute(f"DROP TABLE IF EXISTS temp.{t}")
     total = con.execute("SELECT count(*) FROM consensus.volunteer_consensus").fetchone()[0]
     if log:
