@@ -368,12 +368,30 @@ def _full_reason(con, table: str, sources: dict[str, set[str]]) -> str | None:
 # ---------------------------------------------------------------------------------------------------------------
 
 def build_image_exposures(con) -> BuildResult:
-    """(Re)create the ``consensus.image_exposures`` view; its row count is the sum of page lengths."""
+    """(Re)create the ``consensus.image_exposures`` view; its row count is the sum of page lengths.
+
+    The count is kept per raw ingest in ``consensus.state`` (an ingest's rows never change once committed), so
+    after a re-pull only the new ingests' pages are summed.
+    """
     t0 = time.perf_counter()
     ensure_consensus_schema(con)
     con.execute(IMAGE_EXPOSURES_VIEW)
-    n = con.execute("SELECT coalesce(sum(len(page_subject_ids)), 0) FROM raw.classifications").fetchone()[0]
-    return BuildResult("image_exposures", "full", int(n), 0, 0, time.perf_counter() - t0, reason="view")
+    table = "image_exposures"
+    present = _ingest_ids(con, "classifications")
+    known = {}
+    if _state(con, table, "version") == [_version_marker()]:
+        known = {i: int(n) for i, _, n in (m.rpartition("=") for m in _state(con, table, "exposures per ingest"))
+                 if i in present}
+    new_ids = sorted(present - set(known))
+    if new_ids:
+        known.update({i: int(n) for i, n in con.execute(
+            "SELECT ingest_id, coalesce(sum(len(page_subject_ids)), 0) FROM raw.classifications "
+            "WHERE ingest_id IN (SELECT unnest($ids)) GROUP BY 1", {"ids": new_ids}).fetchall()})
+    _set_state(con, table, "exposures per ingest", [f"{i}={n}" for i, n in sorted(known.items())])
+    _set_state(con, table, "version", [_version_marker()])
+    n = sum(known.values())
+    return BuildResult(table, "full", int(n), 0, 0, time.perf_counter() - t0,
+                       reason=f"view; counted the pages of {len(new_ids)} new ingest(s)")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -516,3 +516,18 @@ def test_warehouse_memory_limit_and_threads_come_from_the_environment(tmp_path):
         assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 1
         assert C.memory_limit_bytes(con) == pytest.approx(1e9, rel=0.01)
         assert C.partition_exposures_for(con) < C.DEFAULT_PARTITION_EXPOSURES
+
+
+def test_exposure_count_follows_ingests(raw_con):
+    con = raw_con
+    assert C.build_image_exposures(con).rows_total == 0
+    _add_pages(con, [(1, "a", 1, [10, 11, 12, 13], [11]), (2, "b", 2, [10, 14], [])])
+    first = C.build_image_exposures(con)
+    total = lambda: con.execute("SELECT count(*) FROM consensus.image_exposures").fetchone()[0]  # noqa: E731
+    assert first.rows_total == total() == 6
+    # a new ingest adds its pages; a deleted one (raw tables rebuilt) drops out
+    con.execute("""INSERT INTO raw.classifications (classification_id, volunteer_id, page_subject_ids,
+                   selected_subject_ids, ingest_id) VALUES (1, 'v_x', [1, 2, 3], [], 'ing_extra')""")
+    assert C.build_image_exposures(con).rows_total == total() == first.rows_total + 3
+    con.execute("DELETE FROM raw.classifications WHERE ingest_id = 'ing_extra'")
+    assert C.build_image_exposures(con).rows_total == total() == first.rows_total
