@@ -13,14 +13,17 @@ What it does (each stage in its own subprocess, so each peak-memory figure is th
    volunteers with heavy-tailed activity (a power law, exponent 1.1), 30% anonymous sessions, 3% repeat
    submissions of the same page, a click rate of ~5% (50% on the 4% odd images), 0.01% of pages with a click on
    a subject not on the page, ~1 Talk comment per 200 pages with hashtags.
-2. e2e: ``ingest_classifications_csv`` + subjects + Talk ingest (the zooniverse helper's code) into a fresh
-   warehouse, then the four consensus builds; pages/s, peak RSS.
+2. e2e: into a fresh warehouse, the subjects and Talk exports are ingested, then the classifications export
+   (``ingest_classifications_csv``, the zooniverse helper's code), then the four consensus builds. Two figures:
+   the classification export to the consensus tables (its ingest + the builds; a project has its subjects long
+   before its classifications, and a re-pull brings only classifications), and all exports to the consensus
+   tables; pages/s, peak RSS.
 3. consensus: the consensus builds alone, again, on the ingested raw tables (a forced full rebuild).
 4. incremental: a second export file with ``--repull-pages`` more pages is ingested, then consensus updated; the
    consensus update is timed.
 5. baseline: the row-by-row pandas reading the original analysis notebook did (``json.loads`` of subject_data
    and annotations per row, counting shown/selected per image with no per-volunteer deduplication) on the first
-   ``--baseline-pages`` rows of the same file; the e2e / baseline speed ratio.
+   ``--baseline-pages`` rows of the same file; the e2e / baseline speed ratios.
 
 Prints one line per figure and the machine (CPU model, cores, memory, load average, DuckDB version).
 """
@@ -277,16 +280,10 @@ def stage_generate(args) -> dict:
 
 
 def _ingest_all(con, folder: Path, with_talk: bool = True) -> dict:
+    """Ingest the subjects and Talk exports (when ``with_talk``), then the classifications export."""
     from ww_assets.zooniverse import raw_tables as rt
 
     times = {}
-    t, c = time.perf_counter(), _cpu()
-    r = rt.ingest_classifications_csv(con, folder / "weird-and-wonderful-classifications.csv",
-                                      pseudonym_key=BENCH_KEY)
-    times["ingest_classifications_s"] = time.perf_counter() - t
-    times["ingest_classifications_cpu_s"] = _cpu() - c
-    times["classifications_new"] = r.rows_new
-    times["classifications_quarantined"] = r.rows_quarantined
     if with_talk:
         t = time.perf_counter()
         rt.ingest_subjects_csv(con, folder / "weird-and-wonderful-subjects.csv", pseudonym_key=BENCH_KEY)
@@ -295,6 +292,13 @@ def _ingest_all(con, folder: Path, with_talk: bool = True) -> dict:
         rt.ingest_talk_comments(con, folder / f"project-{PROJECT_ID}-comments.json", pseudonym_key=BENCH_KEY)
         rt.ingest_talk_tags(con, folder / f"project-{PROJECT_ID}-tags.json", pseudonym_key=BENCH_KEY)
         times["ingest_talk_s"] = time.perf_counter() - t
+    t, c = time.perf_counter(), _cpu()
+    r = rt.ingest_classifications_csv(con, folder / "weird-and-wonderful-classifications.csv",
+                                      pseudonym_key=BENCH_KEY)
+    times["ingest_classifications_s"] = time.perf_counter() - t
+    times["ingest_classifications_cpu_s"] = _cpu() - c
+    times["classifications_new"] = r.rows_new
+    times["classifications_quarantined"] = r.rows_quarantined
     return times
 
 
@@ -330,6 +334,10 @@ def stage_e2e(args) -> dict:
     out.update(_consensus(con, False, args.partition_exposures))
     out["ingest_s"], out["ingest_cpu_s"] = t1 - t0, c1 - c0
     out["e2e_s"], out["e2e_cpu_s"] = time.perf_counter() - t0, _cpu() - c0
+    # the classification export alone (subjects and Talk were ingested first, as a project has them before
+    # its first classification): its ingest plus every consensus table
+    out["e2e_classifications_s"] = out["ingest_classifications_s"] + out["consensus_s"]
+    out["e2e_classifications_cpu_s"] = out["ingest_classifications_cpu_s"] + out["consensus_cpu_s"]
     con.close()
     out["peak_rss_gb"] = _peak_gb()
     return out
@@ -471,8 +479,11 @@ def _report(args, results: dict) -> None:
               f"({size / max(n, 1):.0f} bytes/row); generated in {g['seconds']:.1f} s")
     e = results.get("e2e")
     if e:
-        print(f"end to end (ingest + consensus): {e['e2e_s']:.1f} s = {n / e['e2e_s']:,.0f} pages/s "
-              f"({e['e2e_cpu_s']:.1f} CPU-s); peak RSS {e['peak_rss_gb']:.2f} GiB")
+        print(f"end to end, classification export -> consensus tables (subjects and Talk already ingested): "
+              f"{e['e2e_classifications_s']:.1f} s = {n / e['e2e_classifications_s']:,.0f} pages/s "
+              f"({e['e2e_classifications_cpu_s']:.1f} CPU-s)")
+        print(f"end to end, all exports (subjects, Talk, classifications) -> consensus tables: {e['e2e_s']:.1f} s "
+              f"= {n / e['e2e_s']:,.0f} pages/s ({e['e2e_cpu_s']:.1f} CPU-s); peak RSS {e['peak_rss_gb']:.2f} GiB")
         print(f"  ingest {e['ingest_s']:.1f} s / {e['ingest_cpu_s']:.1f} CPU-s (classifications "
               f"{e['ingest_classifications_s']:.1f} s / {e['ingest_classifications_cpu_s']:.1f} CPU-s, subjects "
               f"{e.get('ingest_subjects_s', 0):.1f} s, talk {e.get('ingest_talk_s', 0):.1f} s); "
@@ -493,9 +504,11 @@ def _report(args, results: dict) -> None:
         print(f"row-by-row pandas baseline: {b['baseline_rows']:,} pages in {b['baseline_s']:.1f} s = "
               f"{b['baseline_pages_per_s']:,.0f} pages/s ({b['baseline_cpu_s']:.1f} CPU-s)")
         if e:
-            ratio = (n / e["e2e_s"]) / b["baseline_pages_per_s"]
-            print(f"end-to-end speed-up over the baseline: {ratio:.2f}x (wall); "
-                  f"{(b['baseline_cpu_s'] / b['baseline_rows']) / (e['e2e_cpu_s'] / n):.2f}x per CPU-second")
+            for label, key in (("classification export", "e2e_classifications"), ("all exports", "e2e")):
+                ratio = (n / e[f"{key}_s"]) / b["baseline_pages_per_s"]
+                per_cpu = (b["baseline_cpu_s"] / b["baseline_rows"]) / (e[f"{key}_cpu_s"] / n)
+                print(f"end-to-end speed-up over the baseline ({label}): {ratio:.2f}x (wall); "
+                      f"{per_cpu:.2f}x per CPU-second")
 
 
 if __name__ == "__main__":
