@@ -683,9 +683,18 @@ def _int(col_sql: str) -> str:
     return f"try_cast(nullif(trim({col_sql}), '') AS BIGINT)"
 
 
-def _meta_first(keys: tuple[str, ...]) -> str:
-    paths = [_lit('$."' + k + '"') for k in keys]
-    return "coalesce(" + ", ".join(f"metadata->>{p}" for p in paths) + ")"
+_SUBJECT_META_KEYS = (formats.SUBJECT_OBJECT_ID_KEYS, formats.SUBJECT_RA_KEYS, formats.SUBJECT_DEC_KEYS,
+                      formats.SUBJECT_IMAGE_KEYS)
+
+
+def _subject_meta_sql(metadata_sql: str) -> tuple[str, list[str]]:
+    """One JSON parse of a subject's metadata for all its identity keys: (SQL of the value list ``m``, and per
+    key group the SQL of its first value present, over ``m``)."""
+    paths, firsts = [], []
+    for keys in _SUBJECT_META_KEYS:
+        firsts.append("coalesce(" + ", ".join(f"m[{len(paths) + 1 + i}]" for i in range(len(keys))) + ")")
+        paths += [_lit('$."' + k + '"') for k in keys]
+    return f"try(json_extract_string({metadata_sql}, [{', '.join(paths)}]))", firsts
 
 
 def ingest_subjects_csv(con, path, *, pseudonym_key: str | None = None,
@@ -701,14 +710,13 @@ def ingest_subjects_csv(con, path, *, pseudonym_key: str | None = None,
     ensure_raw_schema(con)
     c = lambda name: _col(header, name)  # noqa: E731
     times = "[" + ", ".join(_lit(f) for f in formats.PANOPTES_TIME_FORMATS + formats.ISO_TIME_FORMATS) + "]"
+    meta_values, (oid, ra, dec, img) = _subject_meta_sql(c('metadata'))
     stage = f"""
     SELECT
         {_int('subject_id')} AS subject_id, {_int('subject_set_id')} AS subject_set_id,
         {_int('workflow_id')} AS workflow_id, {_int('project_id')} AS project_id,
-        {_meta_first(formats.SUBJECT_OBJECT_ID_KEYS)} AS object_id,
-        try_cast({_meta_first(formats.SUBJECT_RA_KEYS)} AS DOUBLE) AS ra,
-        try_cast({_meta_first(formats.SUBJECT_DEC_KEYS)} AS DOUBLE) AS dec,
-        coalesce({_meta_first(formats.SUBJECT_IMAGE_KEYS)}, locations->>'$."0"') AS image_ref,
+        {oid} AS object_id, try_cast({ra} AS DOUBLE) AS ra, try_cast({dec} AS DOUBLE) AS dec,
+        coalesce({img}, locations->>'$."0"') AS image_ref,
         metadata, locations,
         {_int('classifications_count')} AS classifications_count,
         try_strptime(nullif(trim(retired_at), ''), {times}) AS retired_at,
@@ -731,8 +739,9 @@ def ingest_subjects_csv(con, path, *, pseudonym_key: str | None = None,
         SELECT {c('subject_id')} AS subject_id, {c('subject_id')} AS subject_id_txt,
                {c('subject_set_id')} AS subject_set_id, {c('workflow_id')} AS workflow_id,
                {c('project_id')} AS project_id,
-               -- one parse per JSON column: try_cast gives NULL for text that is not JSON
+               -- try_cast gives NULL for text that is not JSON; the identity keys come from one more parse
                try_cast({c('metadata')} AS JSON) AS metadata, {c('metadata')} AS raw_metadata,
+               {meta_values} AS m,
                try_cast({c('locations')} AS JSON) AS locations,
                {c('locations')} AS raw_locations,
                {c('classifications_count')} AS classifications_count, {c('retired_at')} AS retired_at,
