@@ -720,16 +720,14 @@ def _vc_incremental(con, build_id: int, salt: int, stages: _Stages, log) -> Buil
                    FROM _cons_nc c LEFT JOIN _cons_cseen sn ON c.s = sn.s AND c.vk = sn.vk
                    GROUP BY c.s) c ON c.s = d.s
         LEFT JOIN consensus.volunteer_consensus o ON o.subject_id = d.s"""
-    # The merged rows go straight in (the INSERT reads the current rows as they were before it), then the rows
-    # they replace, those of an earlier build, are deleted: no copy of the merged rows in between.
-    changed = con.execute(
-        f"INSERT INTO consensus.volunteer_consensus {_vc_select(counts, build_id)}").fetchone()[0]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _cons_vc AS {_vc_select(counts, build_id)}")
     stages("merge")
-    con.execute(f"""DELETE FROM consensus.volunteer_consensus
-                    WHERE build_id <> {int(build_id)} AND subject_id IN (SELECT s FROM _cons_np)""")
+    changed = con.execute("SELECT count(*) FROM _cons_vc").fetchone()[0]
+    con.execute("DELETE FROM consensus.volunteer_consensus WHERE subject_id IN (SELECT subject_id FROM _cons_vc)")
+    con.execute("INSERT INTO consensus.volunteer_consensus SELECT * FROM _cons_vc")
     _quarantine_clicks(con, new)
     stages("write")
-    for t in ("_cons_np", "_cons_nc", "_cons_hist", "_cons_seen", "_cons_cseen", "_cons_batch_vol"):
+    for t in ("_cons_np", "_cons_nc", "_cons_hist", "_cons_seen", "_cons_cseen", "_cons_vc", "_cons_batch_vol"):
         con.execute(f"DROP TABLE IF EXISTS temp.{t}")
     total = con.execute("SELECT count(*) FROM consensus.volunteer_consensus").fetchone()[0]
     if log:
