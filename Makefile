@@ -2,24 +2,35 @@
 #   make demo   - install, then materialise every asset on the embedded sample
 #   make test   - install (incl. chromium / postgres from Debian), then run the test suite
 #   make ui     - install, then open the Dagster UI on http://127.0.0.1:3000
+# Every install is the locked set in requirements/lock.txt (see scripts/lock.sh to change it).
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
-# CPU build of PyTorch by default. On a CUDA machine: make TORCH_SPEC="torch" (or install your build first).
-TORCH_SPEC ?= torch==2.13.0
+# PyTorch first: the CPU build by default (requirements/torch-cpu.txt). CUDA: make setup TORCH_SPEC="torch==2.11.0"
+TORCH_SPEC ?= -r requirements/torch-cpu.txt
 # The instance (run history, schedules, dagster.yaml) lives in the repo root unless you say otherwise.
 export DAGSTER_HOME ?= $(CURDIR)
 
-.PHONY: setup system-deps demo test ui clean-data
+.PHONY: setup lock lock-check system-deps demo test ui clean-data
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The locked set (requirements/lock.txt, hashes checked) without resolving anything, then torch (whose
+# dependencies the lock already holds), then this project without its dependencies; then prove the result is the lock.
+$(VENV)/.installed: pyproject.toml requirements/lock.txt requirements/torch-cpu.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements/lock.txt
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) scripts/check_environment.py
 	touch $@
+
+# Re-compile the lock after editing pyproject.toml; `make lock ARGS=--upgrade` moves every pin (then: make test).
+lock: setup
+	scripts/lock.sh $(ARGS)
+
+lock-check: setup
+	scripts/lock.sh --check
 
 system-deps:
 	bash scripts/install_system_deps.sh
