@@ -1,13 +1,13 @@
 """How long UMAP of N x 128 latent vectors takes, and how much memory it needs, on this machine.
 
     python benchmarks/umap_scale.py                                  # 10k, 100k with the backends that fit
-    python benchmarks/umap_scale.py --sizes 1000000 --backends torch # the 1M target on a GPU
-    python benchmarks/umap_scale.py --sizes 10000 --backends umap_learn,torch,umap_learn_torch_knn --quality
+    python benchmarks/umap_scale.py --sizes 1000000 --backends auto # the 1M target on a GPU (cuML when installed)
+    python benchmarks/umap_scale.py --sizes 10000 --backends umap_learn,umap_learn_torch_knn --quality
 
 Each (backend, N) runs in its own subprocess, so the peak resident memory printed is that run's own (and a crash or
 an out-of-memory kill costs one row, not the table). Data: a seeded mixture of 50 Gaussian clusters in 128-d
 squashed by tanh, like the encoder's outputs; generating it is not timed. Stage times come from
-``ww_assets.embedding.fit_umap`` (kNN, fuzzy graph, init, layout SGD for the torch backends). ``--quality`` adds
+``ww_assets.embedding.fit_umap`` (kNN, fuzzy graph, init, layout). ``--quality`` adds
 the neighbourhood preservation on 2,000 random points (share of each point's 10 latent neighbours that are among
 its 10 map neighbours) and the cluster purity (share of its 10 map neighbours from its own synthetic cluster), so a
 faster backend can be checked for giving a comparable map. A small warm-up fit first keeps numba's one-off

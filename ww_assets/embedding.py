@@ -7,15 +7,14 @@ Backends (``UMAPConfig.backend``):
   for all cores.
 * ``umap_learn_torch_knn``: exact neighbours from ``similarity.knn`` in torch (GPU when present) fed to umap-learn
   as ``precomputed_knn``; graph and layout stay umap-learn's.
-* ``torch``: exact torch neighbours, umap-learn's fuzzy simplicial set, then the UMAP layout SGD written in torch
-  (same loss, schedule, sampling rates and gradient clipping as umap-learn; the updates of one epoch are applied
-  together rather than one edge at a time, as GPU implementations such as cuML do). Runs on the GPU when present.
 * ``cuml``: RAPIDS cuML's UMAP, used when it is importable and a GPU is present (not installed by default).
-* ``auto``: ``cuml`` if available with a GPU, else ``torch`` on a GPU, else ``umap_learn``.
+* ``auto``: ``cuml`` if available with a GPU, else ``umap_learn_torch_knn`` on a GPU, else ``umap_learn``.
+
+The layout itself is always a library's (umap-learn or cuML): a hand-written torch layout was removed (12x slower
+than umap-learn on the CPU, and its neighbourhood preservation moved with every dependency release).
 
 ``init="auto"`` is umap-learn's spectral initialisation up to ``spectral_max_n`` points and PCA above (the sparse
-eigensolver dominates the run time at a million points). Every random draw is seeded by ``seed``; GPU float
-atomics make the torch layout reproducible to rounding, not bit for bit.
+eigensolver dominates the run time at a million points). Every random draw is seeded by ``seed``.
 
 No Dagster here. ``load_latents`` reads the per-batch score folders written by the scores group.
 """
@@ -32,7 +31,7 @@ import pandas as pd
 
 from ww_assets.storage import StorageLayout
 
-BACKENDS = ("auto", "umap_learn", "umap_learn_torch_knn", "torch", "cuml")
+BACKENDS = ("auto", "umap_learn", "umap_learn_torch_knn", "cuml")
 INITS = ("auto", "spectral", "pca", "random")
 LATENT_FILE = "latent_vectors.npy"
 RELEASE_SCORES_FILE = "anomaly_scores.csv"
@@ -54,7 +53,7 @@ class UMAPConfig:
     seed: int = 20211
     backend: str = "auto"
     parallel: bool = False  # umap_learn only: all cores, not bit-reproducible
-    device: str | None = None  # torch backends: "cuda", "cpu"; None = cuda when present
+    device: str | None = None  # umap_learn_torch_knn: "cuda", "cpu"; None = cuda when present
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
@@ -183,7 +182,7 @@ def resolve_backend(backend: str) -> str:
         return backend
     if cuml_available():
         return "cuml"
-    return "torch" if _cuda() else "umap_learn"
+    return "umap_learn_torch_knn" if _cuda() else "umap_learn"
 
 
 def resolve_init(config: UMAPConfig, n: int) -> str:
@@ -228,8 +227,6 @@ def fit_umap(latents: np.ndarray, config: UMAPConfig | None = None, log=None) ->
         out.seconds = {"knn": t_knn, **out.seconds}
         out.device = res.device
         return out
-    if backend == "torch":
-        return _fit_torch(x, config, n_neighbors, init, n_epochs, log)
     return _fit_cuml(x, config, n_neighbors, init, n_epochs, log)
 
 
@@ -275,137 +272,6 @@ def _fit_cuml(x, config, n_neighbors, init, n_epochs, log) -> UMAPResult:  # pra
     log(f"cuML UMAP: {t:.1f} s")
     return UMAPResult(embedding=np.asarray(emb, dtype=np.float32), backend="cuml", device="cuda", init=init,
                       n_epochs=n_epochs, seconds={"cuml": t})
-
-
-def _init_layout(x, graph, init, n_components, rs, config, metric) -> np.ndarray:
-    from umap.umap_ import noisy_scale_coords
-
-    if init == "random":
-        return rs.uniform(-10.0, 10.0, size=(x.shape[0], n_components)).astype(np.float32)
-    if init == "pca":
-        xc = x - x.mean(axis=0, keepdims=True)
-        # Top principal axes from the D x D covariance: cheap at any N.
-        cov = (xc.T.astype(np.float64) @ xc.astype(np.float64)) / max(x.shape[0] - 1, 1)
-        w, v = np.linalg.eigh(cov)
-        axes = v[:, np.argsort(w)[::-1][:n_components]]
-        axes *= np.sign(axes[np.argmax(np.abs(axes), axis=0), np.arange(n_components)])  # fix sign for repeatability
-        emb = (xc @ axes.astype(np.float32)).astype(np.float32)
-    else:
-        from umap.spectral import spectral_layout
-
-        emb = spectral_layout(x, graph, n_components, rs, metric=metric)
-    return noisy_scale_coords(emb, rs, max_coord=10, noise=0.0001).astype(np.float32)
-
-
-def _fit_torch(x, config, n_neighbors, init, n_epochs, log) -> UMAPResult:
-    import torch
-    from sklearn.utils import check_random_state
-    from umap.umap_ import find_ab_params, fuzzy_simplicial_set
-
-    from ww_assets.similarity import knn
-
-    seconds = {}
-    t0 = time.perf_counter()
-    res = knn(x, n_neighbors, metric=config.metric, backend="torch", exclude_self=False, device=config.device)
-    seconds["knn"] = time.perf_counter() - t0
-    log(f"exact kNN on {res.device}: {seconds['knn']:.1f} s")
-
-    t0 = time.perf_counter()
-    rs = check_random_state(config.seed)
-    graph, _, _ = fuzzy_simplicial_set(x, n_neighbors, rs, config.metric, knn_indices=res.indices,
-                                       knn_dists=res.distances)
-    graph = graph.tocoo()
-    graph.sum_duplicates()
-    graph.data[graph.data < graph.data.max() / float(n_epochs)] = 0.0
-    graph.eliminate_zeros()
-    seconds["graph"] = time.perf_counter() - t0
-    log(f"fuzzy graph ({graph.nnz} edges): {seconds['graph']:.1f} s")
-
-    t0 = time.perf_counter()
-    emb0 = _init_layout(x, graph, init, config.n_components, rs, config, config.metric)
-    seconds["init"] = time.perf_counter() - t0
-    log(f"{init} init: {seconds['init']:.1f} s")
-
-    t0 = time.perf_counter()
-    a, b = find_ab_params(1.0, config.min_dist)
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    emb = optimize_layout_torch(emb0, graph.row, graph.col, graph.data, n_epochs=n_epochs, a=float(a), b=float(b),
-                                negative_sample_rate=config.negative_sample_rate,
-                                initial_alpha=config.learning_rate, seed=config.seed, device=device)
-    seconds["layout"] = time.perf_counter() - t0
-    log(f"layout SGD on {device}: {seconds['layout']:.1f} s")
-    return UMAPResult(embedding=emb, backend="torch", device=str(device), init=init, n_epochs=n_epochs,
-                      seconds=seconds)
-
-
-def optimize_layout_torch(
-    embedding: np.ndarray,
-    head: np.ndarray,
-    tail: np.ndarray,
-    weights: np.ndarray,
-    *,
-    n_epochs: int,
-    a: float,
-    b: float,
-    negative_sample_rate: int = 5,
-    initial_alpha: float = 1.0,
-    gamma: float = 1.0,
-    seed: int = 0,
-    device="cpu",
-) -> np.ndarray:
-    """UMAP's layout optimisation (umap-learn ``optimize_layout_euclidean`` with ``move_other=True``) in torch.
-
-    Each edge is sampled every ``max(w)/w`` epochs; each sample pulls both ends together with the gradient of
-    ``1/(1 + a d^2b)`` and pushes the head away from ``negative_sample_rate`` uniformly drawn points; every
-    per-coordinate step is clipped to [-4, 4] and scaled by the linearly decaying learning rate. The epoch's
-    steps are summed per point and applied at once.
-    """
-    import torch
-
-    device = torch.device(device)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(int(seed))
-    y = torch.from_numpy(np.ascontiguousarray(embedding, dtype=np.float32)).to(device)
-    n_vertices = y.shape[0]
-    head_t = torch.from_numpy(np.asarray(head, dtype=np.int64)).to(device)
-    tail_t = torch.from_numpy(np.asarray(tail, dtype=np.int64)).to(device)
-    w = torch.from_numpy(np.asarray(weights, dtype=np.float64)).to(device)
-    eps = (w.max() / w)  # epochs per sample (float64: the schedule must not drift)
-    eps_neg = eps / negative_sample_rate
-    next_sample = eps.clone()
-    next_neg = eps_neg.clone()
-    two_ab = 2.0 * a * b
-    for epoch in range(n_epochs):
-        alpha = initial_alpha * (1.0 - epoch / float(n_epochs))
-        active = torch.nonzero(next_sample <= epoch, as_tuple=False).squeeze(1)
-        if active.numel() == 0:
-            continue
-        j = head_t[active]
-        k = tail_t[active]
-        diff = y[j] - y[k]
-        d2 = (diff * diff).sum(dim=1, keepdim=True)
-        coeff = torch.where(d2 > 0, -two_ab * d2.clamp_min(1e-12).pow(b - 1.0) / (a * d2.pow(b) + 1.0),
-                            torch.zeros_like(d2))
-        grad = (coeff * diff).clamp_(-4.0, 4.0) * alpha
-        delta = torch.zeros_like(y)
-        delta.index_add_(0, j, grad)
-        delta.index_add_(0, k, -grad)
-        next_sample[active] += eps[active]
-
-        n_neg = torch.floor((epoch - next_neg[active]) / eps_neg[active]).clamp_min(0).to(torch.int64)
-        next_neg[active] += n_neg.to(torch.float64) * eps_neg[active]
-        total = int(n_neg.sum().item())
-        if total > 0:
-            jn = torch.repeat_interleave(j, n_neg)
-            kn = torch.randint(0, n_vertices, (total,), generator=gen, device=device)
-            dn = y[jn] - y[kn]
-            d2n = (dn * dn).sum(dim=1, keepdim=True)
-            coeff_n = 2.0 * gamma * b / ((0.001 + d2n) * (a * d2n.pow(b) + 1.0))
-            coeff_n = torch.where(d2n > 0, coeff_n, torch.zeros_like(coeff_n))
-            grad_n = (coeff_n * dn).clamp_(-4.0, 4.0) * alpha
-            delta.index_add_(0, jn, grad_n)
-        y += delta
-    return y.cpu().numpy().astype(np.float32)
 
 
 def umap_frame(index: pd.DataFrame, result: UMAPResult) -> pd.DataFrame:

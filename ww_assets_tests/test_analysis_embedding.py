@@ -1,4 +1,4 @@
-"""Reading latents from the partition files, and the torch UMAP layout (the GPU path, run here on the CPU)."""
+"""Reading latents from the partition files, and the UMAP map of them."""
 
 from __future__ import annotations
 
@@ -37,22 +37,29 @@ def test_load_latents_keeps_row_order_and_quarantines(tmp_path):
         embedding.load_latents(StorageLayout(tmp_path / "empty"))
 
 
-def test_torch_backend_separates_clusters_like_umap():
+def test_umap_keeps_clusters_and_neighbourhoods():
+    """Properties with margins that mean something, not a figure measured on one release of umap-learn.
+
+    Three clusters in 128-d must stay apart on the map, and the map must keep several times more of each point's
+    latent neighbours than a random 2-d layout of the same points does (which keeps about k / N of them).
+    """
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 128))
     lab = np.repeat([0, 1, 2], 100)
     x = np.tanh(0.6 * centres[lab] + rng.normal(scale=0.3, size=(300, 128))).astype(np.float32)
-    cfg = embedding.UMAPConfig(backend="torch", device="cpu", n_epochs=100, init="pca", seed=4)
+    cfg = embedding.UMAPConfig(backend="umap_learn", n_epochs=200, seed=4)
     res = embedding.fit_umap(x, cfg)
-    assert res.backend == "torch" and res.embedding.shape == (300, 2) and np.isfinite(res.embedding).all()
-    assert set(res.seconds) == {"knn", "graph", "init", "layout"}
+    assert res.backend == "umap_learn" and res.embedding.shape == (300, 2) and np.isfinite(res.embedding).all()
     from sklearn.neighbors import NearestNeighbors
 
     nn = NearestNeighbors(n_neighbors=6).fit(res.embedding).kneighbors(res.embedding, return_distance=False)[:, 1:]
     assert (lab[nn] == lab[:, None]).mean() > 0.98
-    # Seeded: the same run gives the same map (CPU), a different seed a different one.
+    # Seeded: the same run gives the same map.
     np.testing.assert_allclose(embedding.fit_umap(x, cfg).embedding, res.embedding, atol=1e-4)
-    assert embedding.neighbourhood_preservation(x, res.embedding, k=10, n_query=100) > 0.2
+    kept = embedding.neighbourhood_preservation(x, res.embedding, k=10, n_query=100)
+    random_layout = rng.normal(size=(300, 2)).astype(np.float32)
+    chance = embedding.neighbourhood_preservation(x, random_layout, k=10, n_query=100)
+    assert chance < 0.1 and kept > 3 * chance, (kept, chance)
 
 
 def test_config_is_checked():
