@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -63,6 +64,7 @@ def test_a_few_steps_lower_the_critic_loss_deterministically(images):
 
 def test_encoder_learns_with_g_and_d_frozen(images):
     model, _, _, _ = train_gan(images, TINY, device="cpu")
+    untouched = copy.deepcopy(model)
     before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("encoder.")}
     cfg = TINY.replace(encoder_iterations=12)
     model, hist, _, rate = train_encoder(images, model, cfg, device="cpu")
@@ -71,7 +73,13 @@ def test_encoder_learns_with_g_and_d_frozen(images):
     assert all(p.requires_grad for p in model.parameters())  # frozen only while training
     loss = hist["encoder_loss"]
     np.testing.assert_allclose(loss, hist["image_loss"] + cfg.kappa * hist["feature_loss"], rtol=1e-5)
-    assert loss[-3:].mean() < loss[:3].mean()
+    # Learning, against a baseline on the same minibatches: the same encoder run at lr 0 (never updated). Minibatch
+    # losses scatter by ~0.007 from step to step while 12 steps gain ~0.0016, so comparing the last steps' losses with
+    # the first ones' is a coin flip (it also passes with an encoder that never learns); the paired gain has no
+    # minibatch noise: 0 at the first step (same model, same batch), then positive at every step and growing.
+    _, still, _, _ = train_encoder(images, untouched, cfg.replace(encoder_lr=0.0), device="cpu")
+    gain = still["encoder_loss"] - loss
+    assert gain[0] == 0 and (gain[1:] > 0).all() and gain[-1] > 2 * gain[1], gain
     assert rate > 0
 
 
