@@ -132,8 +132,8 @@ def main(argv=None) -> int:
     elif not model_dir.exists():
         import torch
 
-        from ww_assets.checkpoints import save_wgan
-        from ww_assets.networks import WGAN, WGANConfig
+        from ww_assets.model.checkpoints import save_wgan
+        from ww_assets.model.networks import WGAN, WGANConfig
 
         torch.manual_seed(0)
         save_wgan(WGAN(WGANConfig.preset("ci")).eval(), model_dir, card={"note": "random weights (benchmark)"})

@@ -282,7 +282,7 @@ def stage_generate(args) -> dict:
 
 def _ingest_all(con, folder: Path, with_talk: bool = True) -> dict:
     """Ingest the subjects and Talk exports (when ``with_talk``), then the classifications export."""
-    from ww_assets.zooniverse import raw_tables as rt
+    from ww_assets.zooniverse import ingest as rt
 
     times = {}
     if with_talk:
@@ -304,7 +304,7 @@ def _ingest_all(con, folder: Path, with_talk: bool = True) -> dict:
 
 
 def _consensus(con, full: bool, partition_exposures: int) -> dict:
-    from ww_assets import consensus
+    from ww_assets.consensus import build as consensus
 
     out = {}
     t, c = time.perf_counter(), _cpu()

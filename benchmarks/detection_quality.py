@@ -6,9 +6,9 @@
 
 Steps: build (or reuse) the simulated sample at ``--size`` (``ww_assets.simulation``; medium = 10 batches x 1,000
 images, about 4% astrophysical oddities and 2% artifacts injected; images only unless ``--full-sample``); read every batch's cutouts
-(``ww_assets.imaging``: g, r, i -> Lupton RGB); train the wGAN + encoder on all of them, unsupervised, as the HSC
-reference did (``ww_assets.training``, preset ``--preset``), or load ``--model``; score every image
-(``ww_assets.scoring``, single pass, formula ``--formula``); then AUROC and average precision per score for all
+(``ww_assets.images.cutouts``: g, r, i -> Lupton RGB); train the wGAN + encoder on all of them, unsupervised, as the HSC
+reference did (``ww_assets.model.training``, preset ``--preset``), or load ``--model``; score every image
+(``ww_assets.scores.anomaly``, single pass, formula ``--formula``); then AUROC and average precision per score for all
 injected images, astrophysical oddities, artifacts, and each injected class (negatives: normal images), using
 the sample's truth.csv (read here only, never by scoring). Baselines on the same images:
 
@@ -37,7 +37,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ww_assets import imaging, release  # noqa: E402
+from ww_assets.scores import release  # noqa: E402
+from ww_assets.images import cutouts as imaging
 from ww_assets.machine import machine_info, torch_info  # noqa: E402
 
 TARGET_AUROC = 0.9
@@ -97,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
-    from ww_assets.checkpoints import load_wgan, save_wgan
-    from ww_assets.networks import WGANConfig, device_name, resolve_device
-    from ww_assets.scoring import ScoreConfig, score_images
+    from ww_assets.model.checkpoints import load_wgan, save_wgan
+    from ww_assets.model.networks import WGANConfig, device_name, resolve_device
+    from ww_assets.scores.anomaly import ScoreConfig, score_images
     from ww_assets.simulation import ensure_sample
-    from ww_assets.training import train
+    from ww_assets.model.training import train
 
     size = int(args.size) if args.size.isdigit() else args.size
     device = resolve_device(args.device)

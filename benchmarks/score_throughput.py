@@ -6,7 +6,7 @@
 
 What is measured (each line prints the device, precision, batch size and peak memory):
 
-* **model-only**: uint8 cutouts already resident on the device; ``ww_assets.scoring.score_images`` runs the
+* **model-only**: uint8 cutouts already resident on the device; ``ww_assets.scores.anomaly.score_images`` runs the
   encoder, the generator and the critic's features (on x and G(E(x)) in one call) and the residuals; timed from
   the call to the scores back on the host. Single pass (z = E(x)). On CUDA: fp32 (TF32 convolutions, PyTorch's
   default), bf16 autocast + channels-last (the asset's default there), and the same + torch.compile.
@@ -44,10 +44,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ww_assets import imaging, release  # noqa: E402
+from ww_assets.scores import release  # noqa: E402
+from ww_assets.images import cutouts as imaging
 from ww_assets.machine import machine_info, torch_info  # noqa: E402
-from ww_assets.networks import WGAN, WGANConfig, device_name  # noqa: E402
-from ww_assets.scoring import ScoreConfig, score_images  # noqa: E402
+from ww_assets.model.networks import WGAN, WGANConfig, device_name  # noqa: E402
+from ww_assets.scores.anomaly import ScoreConfig, score_images  # noqa: E402
 from ww_assets.storage import atomic_dir  # noqa: E402
 
 TOLERANCE = {"anomaly_rel_p99": 0.01, "anomaly_rel_max": 0.03, "spearman_min": 0.999, "top1pct_overlap_min": 0.95}
@@ -111,7 +112,7 @@ def load_images(path: str | None, n: int) -> np.ndarray:
 
 def make_model(preset: str, model_dir: str | None, device: torch.device) -> WGAN:
     if model_dir:
-        from ww_assets.checkpoints import load_wgan
+        from ww_assets.model.checkpoints import load_wgan
 
         return load_wgan(model_dir, device=device)
     torch.manual_seed(0)

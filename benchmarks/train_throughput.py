@@ -10,7 +10,7 @@ What is timed, after ``--warmup`` untimed iterations, on random uint8 images (sp
 * WGAN-GP: ``--iterations`` generator iterations (each ``critic_steps`` critic steps with the gradient penalty, then
   one generator step). Reported as real images through the critic per second and generator iterations per second.
 * encoder (izi_f): ``--iterations`` encoder steps; images per second.
-* scoring: one pass of E, G and the critic's features on real and reconstructed images (``ww_assets.scoring``,
+* scoring: one pass of E, G and the critic's features on real and reconstructed images (``ww_assets.scores.anomaly``,
   single pass), batch ``--score-batch``; images per second.
 
 The demo's training time follows from these: preset "cpu" runs generator_iterations / (iterations/s) plus
@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from ww_assets.networks import WGAN, WGANConfig, device_name, parameter_count, resolve_device
-    from ww_assets.scoring import ScoreConfig, score_images
-    from ww_assets.training import train_encoder, train_gan
+    from ww_assets.model.networks import WGAN, WGANConfig, device_name, parameter_count, resolve_device
+    from ww_assets.scores.anomaly import ScoreConfig, score_images
+    from ww_assets.model.training import train_encoder, train_gan
 
     if args.threads:
         torch.set_num_threads(args.threads)

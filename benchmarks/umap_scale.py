@@ -7,7 +7,7 @@
 Each (backend, N) runs in its own subprocess, so the peak resident memory printed is that run's own (and a crash or
 an out-of-memory kill costs one row, not the table). Data: a seeded mixture of 50 Gaussian clusters in 128-d
 squashed by tanh, like the encoder's outputs; generating it is not timed. Stage times come from
-``ww_assets.embedding.fit_umap`` (kNN, fuzzy graph, init, layout). ``--quality`` adds
+``ww_assets.analysis.embedding.fit_umap`` (kNN, fuzzy graph, init, layout). ``--quality`` adds
 the neighbourhood preservation on 2,000 random points (share of each point's 10 latent neighbours that are among
 its 10 map neighbours) and the cluster purity (share of its 10 map neighbours from its own synthetic cluster), so a
 faster backend can be checked for giving a comparable map. A small warm-up fit first keeps numba's one-off
@@ -87,7 +87,7 @@ def run_one(n: int, backend: str, dim: int, n_epochs: int | None, init: str, see
     """One UMAP fit in this process; returns timings and peak memory."""
     import numpy as np
 
-    from ww_assets.embedding import UMAPConfig, fit_umap, neighbourhood_preservation
+    from ww_assets.analysis.embedding import UMAPConfig, fit_umap, neighbourhood_preservation
 
     warm = None
     if warmup:

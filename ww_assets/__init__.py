@@ -1,7 +1,7 @@
 """Galaxy Zoo: Weird & Wonderful as Dagster assets.
 
-The science lives in plain modules (``ww_assets.zooniverse``, ``ww_assets.consensus``, ``ww_assets.imaging``,
-``ww_assets.networks``, ``ww_assets.scoring`` ...) that import neither Dagster nor each other in circles; the
+The science lives in plain modules (``ww_assets.zooniverse``, ``ww_assets.consensus.build``, ``ww_assets.images.cutouts``,
+``ww_assets.model.networks``, ``ww_assets.scores.anomaly`` ...) that import neither Dagster nor each other in circles; the
 Dagster layer is ``ww_assets.defs`` and ``ww_assets.definitions``. See ARCHITECTURE.md.
 """
 

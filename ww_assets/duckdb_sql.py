@@ -1,4 +1,4 @@
-"""Small DuckDB helpers shared by the ingest (``ww_assets.zooniverse.raw_tables``) and ``ww_assets.consensus``."""
+"""Small DuckDB helpers shared by the ingest (``ww_assets.zooniverse.ingest``) and ``ww_assets.consensus.build``."""
 
 from __future__ import annotations
 

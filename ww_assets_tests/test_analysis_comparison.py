@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ww_assets import comparison
-from ww_assets.comparison import COMPARISON_COLUMNS, ComparisonConfig
+from ww_assets.analysis import comparison
+from ww_assets.analysis.comparison import COMPARISON_COLUMNS, ComparisonConfig
 
 
 def synthetic_table(n: int = 600, seed: int = 1) -> pd.DataFrame:

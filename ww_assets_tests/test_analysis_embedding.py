@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ww_assets import embedding
+from ww_assets.analysis import embedding
 from ww_assets.storage import StorageLayout
 
 

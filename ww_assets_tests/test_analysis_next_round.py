@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ww_assets import next_round
+from ww_assets.analysis import next_round
 
 
 def candidates(n: int = 60) -> pd.DataFrame:

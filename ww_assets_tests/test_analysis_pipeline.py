@@ -158,7 +158,7 @@ def test_similarity_puts_planted_twins_first(materialised):
 def test_comparison_recovers_the_constructed_truth(materialised):
     root, info, _ = materialised
     t = pd.read_parquet(root / "analysis" / "consensus_vs_score.parquet")
-    from ww_assets.comparison import COMPARISON_COLUMNS
+    from ww_assets.analysis.comparison import COMPARISON_COLUMNS
 
     assert list(t.columns) == COMPARISON_COLUMNS
     assert list(t["score"]) == ["image_score", "feature_score", "anomaly_score"]
@@ -198,7 +198,7 @@ def test_plots_written_and_non_empty(materialised):
 
 def test_next_round_offers_only_unseen_images_as_a_valid_manifest(materialised):
     root, info, _ = materialised
-    from ww_assets.next_round import validate_manifest
+    from ww_assets.analysis.next_round import validate_manifest
 
     manifest = root / "analysis" / "next_round" / "manifest.csv"
     assert validate_manifest(manifest) == []

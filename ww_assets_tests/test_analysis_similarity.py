@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ww_assets import similarity
+from ww_assets.analysis import similarity
 
 EPS32 = float(np.finfo(np.float32).eps)
 

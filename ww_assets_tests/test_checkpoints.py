@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ww_assets.checkpoints import (
+from ww_assets.model.checkpoints import (
     CARD_FILE,
     PART_FILES,
     CheckpointError,
@@ -19,8 +19,8 @@ from ww_assets.checkpoints import (
     read_card,
     save_wgan,
 )
-from ww_assets.networks import WGAN, WGANConfig
-from ww_assets.scoring import ScoreConfig, score_images
+from ww_assets.model.networks import WGAN, WGANConfig
+from ww_assets.scores.anomaly import ScoreConfig, score_images
 
 
 

@@ -1,4 +1,4 @@
-"""Volunteer and Talk consensus (ww_assets.consensus and its assets).
+"""Volunteer and Talk consensus (ww_assets.consensus.build and its assets).
 
 The central test recomputes shown / selected (and pages, Talk counts, hashtags) for every image of the embedded
 sample with a plain-Python reading of the export files (csv + json, no DuckDB) and requires the DuckDB tables to
@@ -20,8 +20,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ww_assets import consensus as C
-from ww_assets.zooniverse import raw_tables as rt
+from ww_assets.consensus import build as C
+from ww_assets.zooniverse import ingest as rt
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "test-consensus-key"

@@ -26,7 +26,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from ww_assets import imaging, release
+from ww_assets.images import cutouts as imaging
+from ww_assets.scores import release
 from ww_assets_tests import ops_support as ops
 
 pytestmark = pytest.mark.slow
@@ -77,8 +78,8 @@ def save_random_model(root: Path) -> None:
     """A small wGAN with random weights where `wgan` would put one: these tests are about runs, not science."""
     import torch
 
-    from ww_assets.checkpoints import save_wgan
-    from ww_assets.networks import WGAN, WGANConfig
+    from ww_assets.model.checkpoints import save_wgan
+    from ww_assets.model.networks import WGAN, WGANConfig
     from ww_assets.storage import StorageLayout
 
     torch.manual_seed(0)

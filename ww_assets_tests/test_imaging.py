@@ -8,10 +8,12 @@ import pytest
 from astropy.io import fits
 from astropy.visualization import make_lupton_rgb
 
-from ww_assets import imaging
+from ww_assets.images import cutouts as imaging
+from ww_assets.images.lupton import IMAGE_SIZE, lupton_rgb
+from ww_assets.scores.batches import iter_chunks
 from ww_assets.storage import atomic_dir
 
-S = imaging.IMAGE_SIZE
+S = IMAGE_SIZE
 
 
 def _bands(seed: int, n: int | None = None) -> np.ndarray:
@@ -40,16 +42,16 @@ def _write_band(path, data, band=None, **header):
 
 def test_lupton_batch_equals_astropy_one_by_one():
     stack = _bands(1, n=5)
-    out = imaging.lupton_rgb(stack)
+    out = lupton_rgb(stack)
     assert out.dtype == np.uint8 and out.shape == (5, 3, S, S)
     for k in range(5):
         np.testing.assert_array_equal(out[k], _reference_rgb(stack[k]))
     # band order is honoured: the same fluxes given as i, r, g give the same picture
-    np.testing.assert_array_equal(imaging.lupton_rgb(stack[:, ::-1], band_order="irg"), out)
+    np.testing.assert_array_equal(lupton_rgb(stack[:, ::-1], band_order="irg"), out)
     # red is i: an image bright only in i is red
     only_i = np.zeros((3, S, S), np.float32)
     only_i[2] = 1.0
-    red = imaging.lupton_rgb(only_i)
+    red = lupton_rgb(only_i)
     assert red[0].min() > 0 and red[1].max() == 0 and red[2].max() == 0
 
 
@@ -158,8 +160,8 @@ def test_arrays_npy_and_hdf5(tmp_path):
     result = imaging.read_cutout_folder(folder)
     ids = list(result.catalog["image_id"])
     assert ids == ["300", "301", "302", "303", "305", "501", "502", "503", "401", "402"]  # files by name
-    np.testing.assert_array_equal(result.images[:4], imaging.lupton_rgb(stack[:4]))
-    np.testing.assert_array_equal(result.images[5:8], imaging.lupton_rgb(h5))
+    np.testing.assert_array_equal(result.images[:4], lupton_rgb(stack[:4]))
+    np.testing.assert_array_equal(result.images[5:8], lupton_rgb(h5))
     np.testing.assert_array_equal(result.images[8:], rgb.transpose(0, 3, 1, 2))
     assert list(result.quarantine["image_id"]) == ["304"]
     assert result.catalog.set_index("image_id").loc["302", "ra"] == 2.0
@@ -223,7 +225,7 @@ def test_write_load_round_trip_and_rewrite(tmp_path):
 
 def test_iter_chunks_in_order_and_errors_propagate():
     data = np.arange(10 * 3 * 2 * 2, dtype=np.uint8).reshape(10, 3, 2, 2)
-    chunks = list(imaging.iter_chunks(data, 4))
+    chunks = list(iter_chunks(data, 4))
     assert [s for s, _ in chunks] == [0, 4, 8]
     np.testing.assert_array_equal(np.concatenate([c for _, c in chunks]), data)
 
@@ -234,7 +236,7 @@ def test_iter_chunks_in_order_and_errors_propagate():
             raise OSError("disk gone")
 
     with pytest.raises(OSError, match="disk gone"):
-        list(imaging.iter_chunks(Broken(), 4))
+        list(iter_chunks(Broken(), 4))
 
 
 def test_reads_the_embedded_sample(tiny_sample, tmp_path):

@@ -67,8 +67,8 @@ def pg_site(pg, tmp_path_factory):
 def _save_ci_model(root: Path) -> None:
     import torch
 
-    from ww_assets.checkpoints import save_wgan
-    from ww_assets.networks import WGAN, WGANConfig
+    from ww_assets.model.checkpoints import save_wgan
+    from ww_assets.model.networks import WGAN, WGANConfig
     from ww_assets.storage import StorageLayout
 
     torch.manual_seed(0)
@@ -192,7 +192,8 @@ def test_parallel_backfill_on_postgres(pg_site):
             assert not hits, hits
 
     # Files complete on disk.
-    from ww_assets import imaging, release
+    from ww_assets.images import cutouts as imaging
+    from ww_assets.scores import release
 
     for b in batches:
         _, catalog = imaging.load_cutouts(pg_site["root"] / "images" / b)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ww_assets.networks import (
+from ww_assets.model.networks import (
     PRESETS,
     WGAN,
     ImageDataError,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ww_assets import release
+from ww_assets.scores import release
 from ww_assets.storage import atomic_dir
 
 

@@ -10,13 +10,15 @@ import pandas as pd
 import pytest
 import torch
 
-from ww_assets import imaging, release
-from ww_assets.checkpoints import save_wgan
+from ww_assets.images import cutouts as imaging
+from ww_assets.scores.batches import score_cutouts
+from ww_assets.scores import release
+from ww_assets.model.checkpoints import save_wgan
 from ww_assets.defs.images import IMAGE_BATCHES, ImageSourceError, ImageSourceResource, cutouts
 from ww_assets.defs.resources import SampleResource, StorageResource
 from ww_assets.defs.scores import (AnomalyScoreConfig, anomaly_scores_normalised, detection_quality,
                                    resolve_score_config, score_batch)
-from ww_assets.networks import WGAN, WGANConfig
+from ww_assets.model.networks import WGAN, WGANConfig
 from ww_assets.storage import StorageLayout
 
 S = imaging.IMAGE_SIZE
@@ -79,15 +81,15 @@ def run(assets, instance, res, batch, config=None):
 
 
 def test_scores_finite_deterministic_and_see_flips_and_shifts(model_dir):
-    from ww_assets.checkpoints import load_wgan
+    from ww_assets.model.checkpoints import load_wgan
 
     wgan = load_wgan(model_dir, device="cpu")
     images = imaging.lupton_rgb(galaxies(8, 5))
     score_cfg, device = resolve_score_config(AnomalyScoreConfig(device="cpu", batch_size=3))
     assert device.type == "cpu" and score_cfg.precision == "fp32"            # "auto" is fp32 off the GPU
-    first = imaging.score_cutouts(wgan, images, score_cfg, device, chunk=5)
-    again = imaging.score_cutouts(wgan, images.copy(), score_cfg, device, chunk=5)
-    regrouped = imaging.score_cutouts(wgan, images, score_cfg, device, chunk=8)
+    first = score_cutouts(wgan, images, score_cfg, device, chunk=5)
+    again = score_cutouts(wgan, images.copy(), score_cfg, device, chunk=5)
+    regrouped = score_cutouts(wgan, images, score_cfg, device, chunk=8)
     for a, b, c in zip(first[:4], again[:4], regrouped[:4]):
         assert np.isfinite(a).all()
         np.testing.assert_array_equal(a, b)                  # same model, same images, same batches: same bits
@@ -95,8 +97,8 @@ def test_scores_finite_deterministic_and_see_flips_and_shifts(model_dir):
     assert first[3].shape == (8, 128) and first[3].dtype == np.float32
     # a mirrored or shifted galaxy is another image: every score moves by far more than float rounding (the
     # difference between batchings above is ~1e-7 relative)
-    flipped = imaging.score_cutouts(wgan, np.ascontiguousarray(images[:, :, :, ::-1]), score_cfg, device, chunk=5)
-    shifted = imaging.score_cutouts(wgan, np.roll(images, (11, 11), axis=(2, 3)), score_cfg, device, chunk=5)
+    flipped = score_cutouts(wgan, np.ascontiguousarray(images[:, :, :, ::-1]), score_cfg, device, chunk=5)
+    shifted = score_cutouts(wgan, np.roll(images, (11, 11), axis=(2, 3)), score_cfg, device, chunk=5)
     for other in (flipped, shifted):
         change = np.abs(other[2] - first[2]) / np.abs(first[2])
         assert change.min() > 5e-6 and np.median(change) > 5e-5

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ww_assets.networks import WGAN, ImageDataError, WGANConfig
-from ww_assets.scoring import ScoreConfig, ScoreResult, reconstruct, score_images
+from ww_assets.model.networks import WGAN, ImageDataError, WGANConfig
+from ww_assets.scores.anomaly import ScoreConfig, ScoreResult, reconstruct, score_images
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ww_assets import imaging, release
+from ww_assets.images import cutouts as imaging
+from ww_assets.scores import release
 from ww_assets.defs import images as images_defs
 from ww_assets.defs.images import (IMAGE_BATCHES, ImageSourceError, ImageSourceResource, cutouts,
                                    discover_image_batches, new_image_batches, score_image_batches)

@@ -18,7 +18,6 @@ from ww_assets.simulation import (
     SAMPLE_SIZES,
     build_sample,
     ensure_sample,
-    lupton_rgb,
 )
 from ww_assets.simulation import volunteers as vol
 
@@ -292,7 +291,10 @@ def test_thumbnail_is_the_lupton_image(sample, truth):
 
     r = next(t for t in truth if t["is_subject"] == "true")
     png = np.asarray(Image.open(sample / "thumbnails" / f"{r['object_id']}.png"))
-    expected = np.flipud(lupton_rgb(_load(sample, r).astype(np.float32)))
+    from astropy.visualization import make_lupton_rgb
+
+    g, r_, i = _load(sample, r).astype(np.float32)  # computed here independently: MODEL.md's call, north up
+    expected = np.flipud(make_lupton_rgb(i, r_, g, Q=15, stretch=0.5, minimum=0))
     assert png.shape == (96, 96, 3) and png.dtype == np.uint8
     assert np.array_equal(png, expected)
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ww_assets.networks import ImageDataError, WGANConfig
-from ww_assets.training import ImageSampler, TrainProgress, train, train_encoder, train_gan
+from ww_assets.model.networks import ImageDataError, WGANConfig
+from ww_assets.model.training import ImageSampler, TrainProgress, train, train_encoder, train_gan
 
 
 def blobs(n: int, seed: int = 0) -> np.ndarray:
@@ -140,7 +140,7 @@ def _write_batch(root, batch, arr):
 def test_wgan_asset_trains_writes_and_reloads(storage_root, images, monkeypatch):
     import dagster as dg
 
-    from ww_assets.checkpoints import PART_FILES, load_wgan, read_card
+    from ww_assets.model.checkpoints import PART_FILES, load_wgan, read_card
     from ww_assets.defs.model import wgan
     from ww_assets.defs.resources import StorageResource
     from ww_assets.storage import StorageLayout
@@ -216,9 +216,9 @@ def test_wgan_asset_auto_loads_the_shipped_model_only_for_the_sample(storage_roo
     import pandas as pd
 
     import ww_assets.defs.model as model_defs
-    from ww_assets.checkpoints import read_card, save_wgan
+    from ww_assets.model.checkpoints import read_card, save_wgan
     from ww_assets.defs.resources import StorageResource
-    from ww_assets.networks import WGAN
+    from ww_assets.model.networks import WGAN
     from ww_assets.storage import StorageLayout
 
     monkeypatch.setenv("WW_WGAN_PRESET", "ci")

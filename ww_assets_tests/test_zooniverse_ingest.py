@@ -12,7 +12,8 @@ import tarfile
 import duckdb
 import pytest
 
-from ww_assets.zooniverse import formats, pseudonym, raw_tables
+from ww_assets.zooniverse import formats, pseudonym
+from ww_assets.zooniverse import ingest as raw_tables
 from ww_assets.zooniverse.errors import ExportFileError, PseudonymKeyMissing
 from ww_assets.zooniverse.export_folder import ExportFolderSource, find_export_file
 from ww_assets_tests.loopback_zooniverse import write_export_folder

@@ -8,7 +8,7 @@ import time
 import duckdb
 import pytest
 
-from ww_assets.zooniverse import raw_tables
+from ww_assets.zooniverse import ingest as raw_tables
 from ww_assets.zooniverse.errors import (
     CredentialsMissing,
     ExportFailed,

@@ -3,7 +3,7 @@
     python data/pretrained/make_pretrained.py --workdir /tmp/ww-pretrain            # writes data/pretrained/wgan-cpu
 
 1. Training images: the embedded sample's simulator at size "medium" (10 x 1,000 images) with seed 1, i.e. other
-   galaxies than the demo's ("small", seed 20211). Cutouts -> Lupton RGB with ``ww_assets.imaging``.
+   galaxies than the demo's ("small", seed 20211). Cutouts -> Lupton RGB with ``ww_assets.images.cutouts``.
 2. WGAN-GP with ``WGANConfig.preset("cpu")`` on all 10,000 images, unsupervised, keeping a snapshot of the
    networks every ``--every`` generator iterations up to ``--max-iterations``.
 3. For each snapshot: the izi_f encoder (``encoder_iterations`` of the preset), then single-pass "hsc" scores of
@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 def read_sample(sample_dir: Path) -> tuple[np.ndarray, pd.DataFrame]:
     """Every batch of a built sample as uint8 Lupton RGB, with its truth rows in the same order."""
-    from ww_assets.imaging import read_cutout_folder
+    from ww_assets.images.cutouts import read_cutout_folder
 
     images, ids = [], []
     for batch in sorted(p for p in (sample_dir / "cutouts").iterdir() if p.is_dir()):
@@ -99,12 +99,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from ww_assets.checkpoints import save_wgan
+    from ww_assets.model.checkpoints import save_wgan
     from ww_assets.defs.model import plot_image_rows, plot_loss_curves
-    from ww_assets.networks import WGANConfig, device_name, parameter_count
-    from ww_assets.scoring import ScoreConfig, reconstruct, score_images
+    from ww_assets.model.networks import WGANConfig, device_name, parameter_count
+    from ww_assets.scores.anomaly import ScoreConfig, reconstruct, score_images
     from ww_assets.simulation import GENERATOR_VERSION, ensure_sample
-    from ww_assets.training import train_encoder, train_gan
+    from ww_assets.model.training import train_encoder, train_gan
 
     torch.set_num_threads(args.threads)
     work = Path(args.workdir)

@@ -18,7 +18,11 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ww_assets import comparison, embedding, next_round, plotting, similarity
+from ww_assets.analysis import comparison
+from ww_assets.analysis import embedding
+from ww_assets.analysis import next_round
+from ww_assets.plotting import figures as plotting
+from ww_assets.analysis import similarity
 from ww_assets.defs.metadata import png_markdown, table_markdown
 from ww_assets.defs.resources import StorageResource
 from ww_assets.storage import StorageLayout, atomic_path

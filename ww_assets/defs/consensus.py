@@ -1,6 +1,6 @@
 """Dagster layer for the 'consensus' group: volunteer and Talk consensus in the DuckDB warehouse.
 
-Four assets over the raw Zooniverse tables, all computed in DuckDB SQL by ``ww_assets.consensus`` (definitions
+Four assets over the raw Zooniverse tables, all computed in DuckDB SQL by ``ww_assets.consensus.build`` (definitions
 there and in the README): ``image_exposures`` (a view: one row per image per page shown), ``volunteer_consensus``,
 ``talk_consensus`` and ``subject_consensus`` (the table the analysis reads). A re-materialisation after a re-pull
 updates only the images whose inputs changed; the first one (or after a code change) builds in full.
@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from ww_assets import consensus
+from ww_assets.consensus import build as consensus
 from ww_assets.defs.metadata import png_markdown, table_markdown
 from ww_assets.defs.resources import StorageResource
 from ww_assets.storage import atomic_path

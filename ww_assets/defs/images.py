@@ -1,7 +1,7 @@
 """Dagster layer for the 'images' group: image batches as dynamic partitions, the `cutouts` asset, the image
 source resource, and the sensor that registers and scores new batches.
 
-A *batch* is a folder of cutouts (any format ``ww_assets.imaging`` reads) under the image source, or a CSV/npy
+A *batch* is a folder of cutouts (any format ``ww_assets.images.cutouts`` reads) under the image source, or a CSV/npy
 pair of the published release (``release-<name>``: scores only, no images). Each batch is one partition of
 ``image_batches``.
 """
@@ -17,9 +17,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from ww_assets import imaging
+from ww_assets.images import cutouts as imaging
+from ww_assets.images.lupton import IMAGE_SIZE
 from ww_assets.defs.resources import SampleResource, StorageResource
-from ww_assets.release import ReleaseError, discover_release_runs, is_release_batch
+from ww_assets.scores.release import ReleaseError, discover_release_runs, is_release_batch
 from ww_assets.storage import StorageLayout, atomic_dir
 
 IMAGE_BATCHES = dg.DynamicPartitionsDefinition(name="image_batches")
@@ -39,7 +40,7 @@ class ImageSourceResource(dg.ConfigurableResource):
 
     ``source``: ``"sample"`` (default) for the embedded sample's ``cutouts/<batch>/`` folders, or a folder whose
     sub-folders are batches of real cutouts (per-band FITS g/r/i, FITS cubes, npy/HDF5 arrays, PNG/JPG
-    thumbnails; see ``ww_assets.imaging``). ``release``: optional folder of the published W&W release (score
+    thumbnails; see ``ww_assets.images.cutouts``). ``release``: optional folder of the published W&W release (score
     CSV + (N, 128) latent npy per run); each run becomes a ``release-<name>`` batch whose scores are loaded as
     they are. ``settle_seconds``: the sensor waits until a batch folder has not changed for this long, so a
     folder still being copied is not scored half-way. Environment defaults: ``WW_IMAGES_SOURCE``,
@@ -49,7 +50,7 @@ class ImageSourceResource(dg.ConfigurableResource):
     source: str = "sample"
     release: str | None = None
     settle_seconds: float = 30.0
-    image_size: int = imaging.IMAGE_SIZE
+    image_size: int = IMAGE_SIZE
 
     def images_root(self, layout: StorageLayout, sample: SampleResource | None = None) -> Path:
         """The folder whose sub-folders are batches. For the sample, builds it first when ``sample`` is given."""
@@ -220,7 +221,7 @@ def cutouts(context: dg.AssetExecutionContext, storage: StorageResource, sample:
     with atomic_dir(out_dir) as tmp:
         imaging.write_cutout_batch(result, tmp)
         if len(result):
-            from ww_assets.plotting import gallery
+            from ww_assets.plotting.figures import gallery
 
             k = min(16, len(result))
             gallery(result.images[:k], [str(x) for x in result.catalog["image_id"].iloc[:k]], tmp / "preview.png",

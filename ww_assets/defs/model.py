@@ -6,8 +6,8 @@ cutouts.npy``), or, when a checkpoint folder is configured, loads a published re
 ``.safetensors`` files, ``card.json`` (config, data used, iterations, torch version, device, final losses) and the
 PNG figures shown in the UI (loss curves, real vs reconstructed images, generated samples).
 
-The networks and the training loop are ``ww_assets.networks`` / ``ww_assets.training``; files are
-``ww_assets.checkpoints``. This module only picks the data, the device and the preset, logs progress, and reports.
+The networks and the training loop are ``ww_assets.model.networks`` / ``ww_assets.model.training``; files are
+``ww_assets.model.checkpoints``. This module only picks the data, the device and the preset, logs progress, and reports.
 
 Where the networks come from (config ``checkpoint``):
 
@@ -18,7 +18,7 @@ Where the networks come from (config ``checkpoint``):
   (``data/pretrained/wgan-cpu``: trained here on a *different* simulated sample, see its README) so the demo's
   scores mean something in seconds; otherwise train.
 
-Presets (``ww_assets.networks.PRESETS``): "reference" (the published design and ~10k generator iterations, for a
+Presets (``ww_assets.model.networks.PRESETS``): "reference" (the published design and ~10k generator iterations, for a
 GPU), "cpu" (an eighth of the width, latent still 128: a couple of minutes on a laptop), "ci" (seconds; scores
 mean nothing). Preset "auto" = "reference" on CUDA, "cpu" otherwise; ``WW_WGAN_PRESET`` changes what "auto" means
 for every run (e.g. ``WW_WGAN_PRESET=ci`` in tests).
@@ -91,7 +91,7 @@ def load_training_images(layout: StorageLayout, batches: list[str] | None = None
                          image_size: int = 96, channels: int = 3) -> tuple[list[np.ndarray], list[str], list[str]]:
     """Memory-mapped cutouts of the chosen batches: (arrays, batch names, file paths). Checked: uint8
     (N, 3, 96, 96), no NaN; a bad file raises TrainingDataError naming it."""
-    from ww_assets.networks import ImageDataError, check_images
+    from ww_assets.model.networks import ImageDataError, check_images
 
     found = available_batches(layout)
     chosen = list(batches) if batches else found
@@ -278,7 +278,7 @@ def _figures(wgan, arrays: list[np.ndarray], history: dict | None, title: str, f
     """Loss curves (when trained), real vs reconstructed, and generated samples, as PNG files in ``folder``."""
     import torch
 
-    from ww_assets.scoring import reconstruct
+    from ww_assets.scores.anomaly import reconstruct
 
     out = {}
     if history:
@@ -307,7 +307,7 @@ def _figures(wgan, arrays: list[np.ndarray], history: dict | None, title: str, f
 
 def reconstruction_check(wgan, arrays: list[np.ndarray], n: int = 256) -> tuple[float, float]:
     """(MSE of G(E(x)), MSE of the mean image) on up to n evenly spread training images, images in [0, 1]."""
-    from ww_assets.scoring import reconstruct
+    from ww_assets.scores.anomaly import reconstruct
 
     total = sum(len(a) for a in arrays)
     picks = np.linspace(0, total - 1, num=min(n, total)).astype(int)
@@ -344,10 +344,10 @@ def reconstruction_check(wgan, arrays: list[np.ndarray], n: int = 256) -> tuple[
 def wgan(context: dg.AssetExecutionContext, config: WGANAssetConfig, storage: StorageResource):
     import torch
 
-    from ww_assets.checkpoints import load_wgan, save_wgan
-    from ww_assets.networks import WGANConfig as NetConfig
-    from ww_assets.networks import device_name, parameter_count, resolve_device
-    from ww_assets.training import train
+    from ww_assets.model.checkpoints import load_wgan, save_wgan
+    from ww_assets.model.networks import WGANConfig as NetConfig
+    from ww_assets.model.networks import device_name, parameter_count, resolve_device
+    from ww_assets.model.training import train
 
     layout = storage.layout
     device = resolve_device(config.device)
@@ -371,7 +371,7 @@ def wgan(context: dg.AssetExecutionContext, config: WGANAssetConfig, storage: St
             card = {"source": "checkpoint", "checkpoint": str(Path(checkpoint).expanduser().resolve()),
                     "created_at": started.isoformat(timespec="seconds"), "torch_version": torch.__version__,
                     "device": device_name(device)}
-            from ww_assets.checkpoints import read_card
+            from ww_assets.model.checkpoints import read_card
 
             original = read_card(checkpoint) if Path(checkpoint).is_dir() else None
             if original:

@@ -1,8 +1,8 @@
 """Dagster layer for the 'scores' group: per-batch anomaly scores and latent vectors, their normalisation over
 every batch, and (group 'analysis') how well the scores find the sample's injected oddities.
 
-The score math is ``ww_assets.scoring``; the file formats are ``ww_assets.release``; reading cutouts is
-``ww_assets.imaging``. This module only wires them to partitions, resources, config and metadata.
+The score math is ``ww_assets.scores.anomaly``; the file formats are ``ww_assets.scores.release``; reading cutouts is
+``ww_assets.images.cutouts``. This module only wires them to partitions, resources, config and metadata.
 """
 
 
@@ -14,7 +14,9 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ww_assets import imaging, release
+from ww_assets.images import cutouts as imaging
+from ww_assets.scores.batches import score_cutouts
+from ww_assets.scores import release
 from ww_assets.defs.images import IMAGE_BATCHES, ImageSourceError, ImageSourceResource
 from ww_assets.defs.metadata import png_markdown, table_markdown
 from ww_assets.defs.resources import StorageResource
@@ -46,8 +48,8 @@ class AnomalyScoreConfig(dg.Config):
 
 def resolve_score_config(cfg: AnomalyScoreConfig):
     """(scoring.ScoreConfig, torch device) for this config on this machine."""
-    from ww_assets.networks import resolve_device
-    from ww_assets.scoring import ScoreConfig
+    from ww_assets.model.networks import resolve_device
+    from ww_assets.scores.anomaly import ScoreConfig
 
     device = resolve_device(cfg.device)
     precision = cfg.precision
@@ -63,7 +65,7 @@ def resolve_score_config(cfg: AnomalyScoreConfig):
 
 def model_fingerprint(model_dir: Path) -> str:
     """A short hash of the three weight files (from card.json's SHA-256s when present)."""
-    from ww_assets.checkpoints import find_checkpoint_files, read_card
+    from ww_assets.model.checkpoints import find_checkpoint_files, read_card
 
     card = read_card(model_dir) or {}
     shas = [str((card.get("files") or {}).get(p, {}).get("sha256", "")) for p in ("generator", "discriminator",
@@ -175,7 +177,7 @@ def score_batch(context: dg.AssetExecutionContext, config: AnomalyScoreConfig, s
                   "npy": str(run.npy), "formula": "as published", "description": "published W&W release scores"}
         seconds, device_label, precision = 0.0, "none (loaded)", "as published"
     else:
-        from ww_assets.checkpoints import load_wgan
+        from ww_assets.model.checkpoints import load_wgan
 
         images_arr, catalog = imaging.load_cutouts(layout.images_dir(batch))
         n_quarantined = len(imaging.load_quarantine(layout.images_dir(batch)))
@@ -193,11 +195,11 @@ def score_batch(context: dg.AssetExecutionContext, config: AnomalyScoreConfig, s
         def log(done: int, total: int, elapsed: float) -> None:
             context.log.info(f"{batch}: scored {done}/{total} images ({done / max(elapsed, 1e-9):,.0f} images/s)")
 
-        img, feat, anom, latents, seconds = imaging.score_cutouts(wgan, images_arr, score_cfg, device, chunk, log)
+        img, feat, anom, latents, seconds = score_cutouts(wgan, images_arr, score_cfg, device, chunk, log)
         if n == 0:
             context.log.warning(f"{batch}: no usable images (all {n_quarantined} quarantined); writing empty tables")
         table = release.ScoreTable(expected_ids, img, feat, anom, latents)
-        from ww_assets.networks import device_name
+        from ww_assets.model.networks import device_name
 
         device_label, precision = device_name(device), score_cfg.precision
         record = {"source": "model", **score_cfg.to_dict(), "model_dir": str(layout.model_dir),

@@ -28,7 +28,7 @@ from pydantic import Field
 
 from ww_assets.defs.resources import SampleResource, StorageResource
 from ww_assets.storage import StorageLayout
-from ww_assets.zooniverse import raw_tables
+from ww_assets.zooniverse import ingest as raw_tables
 from ww_assets.zooniverse.export_folder import ExportFolderSource, FetchedExport
 from ww_assets.zooniverse.pseudonym import pseudonym_key
 

@@ -49,7 +49,6 @@ from ww_assets.simulation.sample import (
     SampleSize,
     build_sample,
     ensure_sample,
-    lupton_rgb,
 )
 
 __all__ = [
@@ -62,5 +61,4 @@ __all__ = [
     "SampleSize",
     "build_sample",
     "ensure_sample",
-    "lupton_rgb",
 ]

@@ -19,6 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ww_assets.images.lupton import lupton_rgb
 from ww_assets.storage import atomic_dir
 from ww_assets.simulation import galaxies, volunteers
 from ww_assets.simulation.galaxies import ARTIFACT_LABELS, ASTRO_LABELS, BANDS, DEFAULT_RATES, LABELS, NPIX
@@ -263,19 +264,12 @@ def _fits_cards(obj: dict, band: str, info: dict) -> list[tuple]:
     ]
 
 
-def lupton_rgb(gri: np.ndarray) -> np.ndarray:
-    """The volunteers' colour image: make_lupton_rgb(i, r, g, Q=15, stretch=0.5, minimum=0), uint8 (96, 96, 3)."""
-    from astropy.visualization import make_lupton_rgb
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return make_lupton_rgb(gri[2], gri[1], gri[0], Q=15, stretch=0.5, minimum=0)
-
-
 def write_thumbnail(path: Path, gri: np.ndarray) -> None:
     """PNG with north up: rows flipped as astropy's make_lupton_rgb(filename=...) does (origin='lower')."""
     from PIL import Image
 
-    Image.fromarray(np.ascontiguousarray(np.flipud(lupton_rgb(gri)))).save(path, format="PNG")
+    rgb = lupton_rgb(gri).transpose(1, 2, 0)  # the pipeline's own mapping (ww_assets.images.lupton), channels last
+    Image.fromarray(np.ascontiguousarray(np.flipud(rgb))).save(path, format="PNG")
 
 
 def _render_chunk(task: dict) -> tuple[list[dict], np.ndarray | None]:

@@ -4,7 +4,7 @@ live project through panoptes-client), pseudonyms, and the DuckDB ingest of raw 
 Plain modules; nothing here imports Dagster (the Dagster layer is ``ww_assets.defs.zooniverse``).
 """
 
-from ww_assets.zooniverse.raw_tables import (  # noqa: F401
+from ww_assets.zooniverse.ingest import (  # noqa: F401
     INGESTERS,
     IngestReport,
     ensure_raw_schema,

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from ww_assets.networks import WGAN, ImageDataError, check_images, device_name, resolve_device
+from ww_assets.model.networks import WGAN, ImageDataError, check_images, device_name, resolve_device
 
 __all__ = ["ScoreConfig", "ScoreResult", "score_images", "reconstruct", "ImageDataError", "FORMULAS"]
 

@@ -14,8 +14,8 @@ and a 128-d latent space, no normalisation layers anywhere:
 ``base_channels`` (64 in the reference) scales every layer's width, so ``WGANConfig.preset("cpu")`` is the same
 design at a quarter of the width (latent still 128) that trains in minutes on a laptop CPU.
 
-This module is plain PyTorch: no Dagster, no file formats (``ww_assets.checkpoints``), no training loop
-(``ww_assets.training``), no scores (``ww_assets.scoring``).
+This module is plain PyTorch: no Dagster, no file formats (``ww_assets.model.checkpoints``), no training loop
+(``ww_assets.model.training``), no scores (``ww_assets.scores.anomaly``).
 """
 
 from __future__ import annotations

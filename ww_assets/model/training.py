@@ -1,7 +1,7 @@
 """Training the wGAN: WGAN-GP for the generator and critic, then the f-AnoGAN izi_f encoder (G and D frozen).
 
-    from ww_assets.networks import WGANConfig
-    from ww_assets.training import train
+    from ww_assets.model.networks import WGANConfig
+    from ww_assets.model.training import train
     result = train(images_uint8, WGANConfig.preset("cpu"), progress=print)
     result.wgan        # the trained WGAN (generator, critic, encoder)
     result.history     # loss curves, one value per generator / encoder iteration
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ww_assets.networks import (
+from ww_assets.model.networks import (
     WGAN,
     ImageDataError,
     WGANConfig,

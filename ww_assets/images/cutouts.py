@@ -25,30 +25,23 @@ An image with a missing band, the wrong size, NaN/inf pixels, a duplicate identi
 *quarantined* with its reason (one row in ``quarantine``); the rest of the batch goes on. A whole file that cannot
 be used (an array without identifiers, say) quarantines every image it would have given, under one reason.
 
-This module imports neither Dagster nor (except inside :func:`score_cutouts`) torch.
+This module imports neither Dagster nor torch; Lupton RGB is ``ww_assets.images.lupton``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import re
-import threading
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
-IMAGE_SIZE = 96
-BANDS = ("g", "r", "i")
-LUPTON_Q = 15.0
-LUPTON_STRETCH = 0.5
-LUPTON_MINIMUM = 0.0
+from ww_assets.images.lupton import BANDS, IMAGE_SIZE, lupton_rgb
+
 
 CUTOUTS_FILE = "cutouts.npy"
 CATALOG_FILE = "catalog.parquet"
@@ -100,38 +93,6 @@ def _id_sort_key(image_id: str) -> tuple:
 # --------------------------------------------------------------------------------------------------------------
 # Lupton RGB
 # --------------------------------------------------------------------------------------------------------------
-
-def lupton_rgb(bands: np.ndarray, band_order: str = "gri", chunk: int = 512) -> np.ndarray:
-    """Raw fluxes -> Lupton RGB ``uint8``, channels first, as in MODEL.md.
-
-    ``bands``: (3, H, W) or (N, 3, H, W) float, its channels in ``band_order`` (default g, r, i). Calls
-    ``astropy.visualization.make_lupton_rgb(i, r, g, Q=15, stretch=0.5, minimum=0)``. The mapping is per pixel
-    (a fixed minimum of 0, no data-dependent interval), so N images are converted in one call by stacking them
-    into one tall image; the result is identical to converting them one by one.
-    """
-    from astropy.visualization import make_lupton_rgb
-
-    bands = np.asarray(bands)
-    single = bands.ndim == 3
-    if single:
-        bands = bands[None]
-    if bands.ndim != 4 or bands.shape[1] != 3:
-        raise ValueError(f"expected (N, 3, H, W) or (3, H, W) band fluxes, got shape {bands.shape}")
-    order = band_order.lower()
-    if sorted(order) != sorted(BANDS):
-        raise ValueError(f"band_order must be a permutation of 'gri', got {band_order!r}")
-    gi, ri, ii = (order.index(b) for b in BANDS)
-    n, _, h, w = bands.shape
-    out = np.empty((n, 3, h, w), dtype=np.uint8)
-    for start in range(0, n, chunk):
-        block = bands[start:start + chunk]
-        m = block.shape[0]
-        g, r, i = (np.asarray(block[:, k], dtype=np.float64).reshape(m * h, w) for k in (gi, ri, ii))
-        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-            warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
-            rgb = make_lupton_rgb(i, r, g, Q=LUPTON_Q, stretch=LUPTON_STRETCH, minimum=LUPTON_MINIMUM)
-        out[start:start + m] = rgb.reshape(m, h, w, 3).transpose(0, 3, 1, 2)
-    return out[0] if single else out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -765,125 +726,8 @@ def load_quarantine(folder: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=QUARANTINE_COLUMNS)
 
 
-def iter_chunks(images: np.ndarray, chunk: int, prefetch: int = 2,
-                out: list[np.ndarray] | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(start, images[start:start+chunk])`` as contiguous arrays, read ahead in a background thread.
-
-    With a memory-mapped ``cutouts.npy`` this overlaps disk reads with whatever the caller does with the previous
-    chunk (moving it to the GPU and scoring it); at most ``prefetch`` chunks wait. ``out``: optional reusable
-    buffers (e.g. numpy views of pinned host memory), at least ``prefetch + 2`` of them, each holding ``chunk``
-    images; chunks are then read into them round-robin and yielded as views. A buffer is refilled only after the
-    consumer has asked for the chunk after the one it held, so a consumer must be done with a chunk (its
-    asynchronous copies finished) before it asks for the next.
-    """
-    n = int(images.shape[0])
-    if n == 0:
-        return
-    if chunk <= 0:
-        raise ValueError("chunk must be positive")
-    prefetch = max(1, prefetch)
-    if out is not None:
-        if len(out) < prefetch + 2:
-            raise ValueError(f"need at least prefetch + 2 = {prefetch + 2} buffers, got {len(out)}")
-        for buf in out:
-            if buf.shape[0] < min(chunk, n) or buf.shape[1:] != tuple(images.shape[1:]) or buf.dtype != images.dtype:
-                raise ValueError(f"buffer {buf.dtype} {buf.shape} cannot hold chunks of {chunk} x "
-                                 f"{tuple(images.shape[1:])} {images.dtype}")
-    q: queue.Queue = queue.Queue(maxsize=prefetch)
-    stop = threading.Event()
-
-    def reader() -> None:
-        try:
-            for k, start in enumerate(range(0, n, chunk)):
-                if stop.is_set():
-                    return
-                if out is None:
-                    # a real copy (not a view of a memory map), so the disk read happens here, in this thread
-                    block = np.array(images[start:start + chunk], copy=True, order="C")
-                else:
-                    m = min(chunk, n - start)
-                    block = out[k % len(out)][:m]
-                    np.copyto(block, images[start:start + m])
-                q.put((start, block))
-            q.put(None)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-            q.put(exc)
-
-    thread = threading.Thread(target=reader, name="cutout-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.05)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Feeding cutouts to the scorer
 # --------------------------------------------------------------------------------------------------------------
 
-def score_cutouts(wgan, images: np.ndarray, score_config, device, chunk: int = 8192, log=None):
-    """Score ``images`` (uint8 (N, 3, H, W), usually a memory-mapped cutouts.npy) chunk by chunk with
-    ``ww_assets.scoring.score_images`` (the score math lives there; ``score_config`` is its ``ScoreConfig``).
 
-    Chunks are read from disk in a background thread (:func:`iter_chunks`) while the previous chunk is on the
-    device; on CUDA they are read straight into four reused pinned buffers, so each host-to-device copy is an
-    asynchronous DMA with no extra copy. ``log(done, total, seconds)`` is called after each chunk.
-    Returns (image, feature, anomaly scores float64 (N,), latents float32 (N, latent_dim), seconds).
-    Imports torch lazily: reading cutouts does not need it.
-    """
-    import torch
-
-    from ww_assets.scoring import score_images
-
-    n = int(images.shape[0])
-    buffers = None
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True        # fixed batch shapes: let cuDNN pick the fastest kernels
-    if device.type == "cuda" and n:
-        shape = (min(chunk, n), *images.shape[1:])
-        buffers = [torch.empty(shape, dtype=torch.uint8).pin_memory() for _ in range(4)]
-    parts = {k: [] for k in ("image", "feature", "anomaly", "latents")}
-    started = time.perf_counter()
-    done = 0
-    pinned = [b.numpy() for b in buffers] if buffers else None
-    for start, block in iter_chunks(images, chunk, prefetch=2, out=pinned):
-        x = torch.from_numpy(block) if buffers is None else _pinned_view(buffers, block)
-        result = score_images(wgan, x, score_config, device=device, source="cutouts.npy")
-        parts["image"].append(result.image_score)
-        parts["feature"].append(result.feature_score)
-        parts["anomaly"].append(result.anomaly_score)
-        parts["latents"].append(result.latents)
-        done = start + len(block)
-        if log is not None:
-            elapsed = time.perf_counter() - started
-            log(done, n, elapsed)
-    seconds = time.perf_counter() - started
-    if not n:
-        return (np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, wgan.config.latent_dim), np.float32), seconds)
-    return (np.concatenate(parts["image"]), np.concatenate(parts["feature"]), np.concatenate(parts["anomaly"]),
-            np.concatenate(parts["latents"]), seconds)
-
-
-def _pinned_view(buffers, block: np.ndarray):
-    """The pinned torch tensor whose memory ``block`` (a numpy view from iter_chunks) lives in, cut to size."""
-    for buf in buffers:
-        if np.may_share_memory(buf.numpy(), block):
-            return buf[: len(block)]
-    raise RuntimeError("chunk is not in any pinned buffer")
-
-
-def describe_batch(result: CutoutBatch) -> str:
-    """A one-line summary for logs: counts only, no identifiers."""
-    return json.dumps({"batch": result.batch, "images": len(result), "quarantined": int(len(result.quarantine)),
-                       "reasons": result.reason_counts()})

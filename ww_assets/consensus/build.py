@@ -60,7 +60,7 @@ import time
 import duckdb
 
 from ww_assets.duckdb_sql import insertion_order, transaction
-from ww_assets.zooniverse.raw_tables import ensure_raw_schema
+from ww_assets.zooniverse.ingest import ensure_raw_schema
 
 SCHEMA = "consensus"
 #: Two-sided 95% standard normal quantile, for the Wilson interval.
@@ -256,7 +256,6 @@ def _wilson_sql(k: str, n: str) -> tuple[str, str, str]:
 
 def normalise_tag(text: str | None) -> str | None:
     """Python twin of the SQL tag normalisation (NFC, lower case, strip '#' and trailing punctuation)."""
-    import re
     import unicodedata
 
     if text is None:

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ww_assets.networks import WGAN, WGANConfig, resolve_device
+from ww_assets.model.networks import WGAN, WGANConfig, resolve_device
 from ww_assets.storage import atomic_dir
 
 __all__ = ["save_wgan", "load_wgan", "read_card", "find_checkpoint_files", "CheckpointError", "PART_FILES",

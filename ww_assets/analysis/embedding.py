@@ -218,7 +218,7 @@ def fit_umap(latents: np.ndarray, config: UMAPConfig | None = None, log=None) ->
         return _fit_umap_learn(x, config, n_neighbors, init, n_epochs, None, log)
     if backend == "umap_learn_torch_knn":
         t0 = time.perf_counter()
-        from ww_assets.similarity import knn
+        from ww_assets.analysis.similarity import knn
 
         res = knn(x, n_neighbors, metric=config.metric, backend="torch", exclude_self=False, device=config.device)
         t_knn = time.perf_counter() - t0
@@ -290,7 +290,7 @@ def neighbourhood_preservation(latents: np.ndarray, embedding: np.ndarray, k: in
 
     Measured on ``n_query`` random points against all points: a quality figure that scales to 1M points.
     """
-    from ww_assets.similarity import knn
+    from ww_assets.analysis.similarity import knn
 
     n = latents.shape[0]
     rng = np.random.default_rng(seed)
