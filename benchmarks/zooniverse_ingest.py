@@ -38,7 +38,7 @@ def run_ingest(args) -> dict:
     """(subprocess) ingest the file twice into a fresh warehouse; print a JSON line of figures."""
     import duckdb
 
-    from ww_assets.zooniverse.ingest import ingest_classifications_csv
+    from ww_assets.zooniverse.ingest.classifications import ingest_classifications_csv
 
     db = Path(args.workdir) / f"warehouse-{args.keep_metadata}.duckdb"
     for stale in (db, db.with_suffix(".duckdb.wal")):

@@ -34,6 +34,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from ww_assets.zooniverse import formats
+
 PROJECT_ID = 16616
 PROJECT_SLUG = "test-owner/weird-and-wonderful"
 WORKFLOW_ID = 18541
@@ -93,6 +95,13 @@ def _subject_ids(n_pages: int) -> list[int]:
     return [71_000_000 + i for i in range(max(32, 16 * ((n_pages // 3) + 2)))]
 
 
+def _record(fields: tuple[str, ...], **values) -> dict:
+    """One Talk export record with exactly the export's fields, in its order (anything else is a fixture bug)."""
+    if set(values) != set(fields):
+        raise ValueError(f"fixture record has fields {sorted(values)}, the Talk export has {list(fields)}")
+    return {field: values[field] for field in fields}
+
+
 def write_export_folder(folder: str | Path, n_pages: int = 60, n_comments: int | None = None, seed: int = 7,
                         bad_rows: bool = False, project_id: int = PROJECT_ID) -> ExportTruth:
     """Write the five W&W export files into ``folder``; the first rows do not depend on ``n_pages``."""
@@ -104,9 +113,6 @@ def write_export_folder(folder: str | Path, n_pages: int = 60, n_comments: int |
     n_comments = n_pages // 2 if n_comments is None else n_comments
 
     # --- classifications: one row per 16-image page --------------------------------------------------------
-    cols = ["classification_id", "user_name", "user_id", "user_ip", "workflow_id", "workflow_name",
-            "workflow_version", "created_at", "gold_standard", "expert", "metadata", "annotations",
-            "subject_data", "subject_ids"]
     truth_ids: list[int] = []
     bad: dict[int, str] = {}
     rows: list[list[str]] = []
@@ -154,7 +160,7 @@ def write_export_folder(folder: str | Path, n_pages: int = 60, n_comments: int |
             rows.insert(pos, row)
     with open(folder / CLASSIFICATIONS_FILE, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(cols)
+        writer.writerow(formats.CLASSIFICATION_COLUMNS)
         for row in rows:
             writer.writerow(row)
         if bad_rows:
@@ -171,8 +177,7 @@ def write_export_folder(folder: str | Path, n_pages: int = 60, n_comments: int |
     # --- subjects: one row per subject x set x workflow ----------------------------------------------------
     with open(folder / SUBJECTS_FILE, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["subject_id", "project_id", "workflow_id", "subject_set_id", "metadata", "locations",
-                         "classifications_count", "retired_at", "retirement_reason", "created_at", "updated_at"])
+        writer.writerow(formats.SUBJECT_COLUMNS)
         for k, sid in enumerate(subjects):
             oid = str(36_411_448_540_000_000 + 7 * k)
             meta = {"object_id": oid, "ra": round(150.0 + k * 1e-3, 6), "dec": round(2.0 - k * 1e-3, 6),
@@ -184,9 +189,7 @@ def write_export_folder(folder: str | Path, n_pages: int = 60, n_comments: int |
     # --- workflows ------------------------------------------------------------------------------------------
     with open(folder / WORKFLOWS_FILE, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["workflow_id", "display_name", "version", "active", "classifications_count", "pairwise",
-                         "grouped", "prioritized", "primary_language", "first_task", "tutorial_subject_id",
-                         "retired_set_member_subjects_count", "tasks", "retirement", "strings", "minor_version"])
+        writer.writerow(formats.WORKFLOW_COLUMNS)
         tasks = {"T0": {"type": "shortcut", "help": "T0.help", "question": "T0.question"}}
         for minor in (310, 317):
             writer.writerow([WORKFLOW_ID, "Weird & Wonderful", 160, "true", n_pages, "false", "true", "false", "en",
@@ -204,19 +207,21 @@ def write_export_folder(folder: str | Path, n_pages: int = 60, n_comments: int |
         tag_names = crng.sample(HASHTAGS, crng.choice([0, 1, 1, 2]))
         body = f"Look at this one @{other['name']} " + " ".join(f"#{t}" for t in tag_names)
         comment_id = 3_000_000 + 2 * j
-        comments.append({
-            "board_id": 9001, "board_title": "Notes", "board_description": "Talk about subjects",
-            "discussion_id": 5_000_000 + sid % 1000, "discussion_title": f"Subject {sid}",
-            "comment_id": comment_id, "comment_body": body, "comment_focus_id": sid,
-            "comment_focus_type": "Subject", "comment_user_id": int(person["id"]),
-            "comment_user_login": person["name"], "comment_created_at": f"2022-11-13T10:{j // 60 % 60:02d}:{j % 60:02d}.123Z",
-        })
+        comments.append(_record(
+            formats.TALK_COMMENT_FIELDS,
+            board_id=9001, board_title="Notes", board_description="Talk about subjects",
+            discussion_id=5_000_000 + sid % 1000, discussion_title=f"Subject {sid}",
+            comment_id=comment_id, comment_body=body, comment_focus_id=sid,
+            comment_focus_type="Subject", comment_user_id=int(person["id"]),
+            comment_user_login=person["name"], comment_created_at=f"2022-11-13T10:{j // 60 % 60:02d}:{j % 60:02d}.123Z",
+        ))
         logins.append(person["name"])
         for t_i, t in enumerate(tag_names):
-            tags.append({"id": 700_000 + 10 * j + t_i, "name": t, "section": f"project-{project_id}",
-                         "created_at": f"2022-11-13T10:{j // 60 % 60:02d}:{j % 60:02d}.500Z",
-                         "user_id": int(person["id"]), "comment_id": comment_id, "taggable_id": sid,
-                         "taggable_type": "Subject", "project_id": project_id, "user_login": person["name"]})
+            tags.append(_record(
+                formats.TALK_TAG_FIELDS, id=700_000 + 10 * j + t_i, name=t, section=f"project-{project_id}",
+                created_at=f"2022-11-13T10:{j // 60 % 60:02d}:{j % 60:02d}.500Z", user_id=int(person["id"]),
+                comment_id=comment_id, taggable_id=sid, taggable_type="Subject", project_id=project_id,
+                user_login=person["name"]))
     (folder / comments_file(project_id)).write_text(json.dumps(comments, indent=1), encoding="utf-8")
     (folder / tags_file(project_id)).write_text(json.dumps(tags, indent=1), encoding="utf-8")
     return ExportTruth(
@@ -387,9 +392,11 @@ class LoopbackZooniverse:
         return f"{self.base_url}{path}?se={int(expires)}&sig={signature}"
 
     # --- helpers for tests ------------------------------------------------------------------------------------
-    def fail_next(self, count: int, status: int = 503, path: str = r".*") -> None:
+    def fail_next(self, count: int, status: int = 503, path: str = r".*", retry_after: int | None = None) -> None:
+        """Answer the next ``count`` requests matching ``path`` with ``status`` (and a Retry-After header)."""
         with self._lock:
-            self.faults.errors.append({"path": re.compile(path), "status": status, "count": count})
+            self.faults.errors.append({"path": re.compile(path), "status": status, "count": count,
+                                       "retry_after": retry_after})
 
     def slow_next(self, count: int, delay: float, path: str = r".*") -> None:
         with self._lock:
@@ -425,7 +432,11 @@ class LoopbackZooniverse:
             time.sleep(slow["delay"])
         error = self._take_fault("errors", path)
         if error:
-            return _json(error["status"], {"errors": [{"message": f"Injected {error['status']} for tests"}]})
+            message = f"Injected {error['status']} for tests"
+            status, hdrs, data = _json(error["status"], {"errors": [{"message": message}]})
+            if error.get("retry_after") is not None:
+                hdrs["Retry-After"] = str(error["retry_after"])
+            return status, hdrs, data
         if path.startswith("/media/"):
             return self._media(method, path, query)
         if path.startswith("/upload/"):
@@ -715,6 +726,15 @@ def _make_handler(server: LoopbackZooniverse):
         def log_message(self, *args):  # keep test output quiet
             pass
 
+        def send_head(self, status: int, headers: dict, data: bytes) -> None:
+            """Status line and headers (Content-Length from ``data`` unless given); a subclass streams the body."""
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            if "Content-Length" not in headers:
+                self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+
         def _serve(self, method: str):
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
@@ -723,12 +743,7 @@ def _make_handler(server: LoopbackZooniverse):
             except Exception as exc:  # noqa: BLE001 - a test server answers 500 and says why
                 status, headers, data = _json(500, {"errors": [{"message": f"loopback bug: {exc!r}"}]})
             server.requests.append((method, urlsplit(self.path).path, status))
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            if "Content-Length" not in headers:
-                self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
+            self.send_head(status, headers, data)
             if method != "HEAD":
                 try:
                     self.wfile.write(data)

@@ -1,4 +1,5 @@
-"""The next volunteer round: ranking with exploration, the uploader's manifest, and the upload path."""
+"""The next volunteer round: ranking with exploration, the uploader's manifest, and the upload path
+(``ww_assets.zooniverse.upload``) through the real panoptes-client against the loopback Zooniverse."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 
 from ww_assets.analysis import next_round
+from ww_assets.zooniverse import upload
 
 
 def candidates(n: int = 60) -> pd.DataFrame:
@@ -87,12 +89,10 @@ def test_upload_needs_credentials(monkeypatch, tmp_path):
     for k in ("PANOPTES_USERNAME", "PANOPTES_PASSWORD", "PANOPTES_CLIENT_ID", "PANOPTES_CLIENT_SECRET"):
         monkeypatch.delenv(k, raising=False)
     with pytest.raises(RuntimeError, match="PANOPTES_USERNAME"):
-        next_round.connect_from_env()
+        upload.connect_from_env()
 
 
-# --- upload through the real panoptes-client against the loopback Zooniverse ----------------------------------
-
-from ww_assets_tests.loopback_zooniverse import loopback_exports, loopback_zooniverse  # noqa: E402,F401  (fixtures)
+# --- upload through the real panoptes-client against the loopback Zooniverse (fixtures: conftest) ----------
 
 
 def with_subject_set_listing(server):
@@ -119,8 +119,8 @@ def test_upload_creates_set_uploads_images_links_and_resumes(loopback_zooniverse
     server = with_subject_set_listing(loopback_zooniverse)
     picks = next_round.rank_candidates(candidates(), 6, exploration=0.0)
     manifest = next_round.write_manifest(picks, fake_image, tmp_path / "round", round_name="r1")
-    next_round.connect_from_env()
-    out = next_round.upload_manifest(manifest, project_id=server.project_id, subject_set_name="W&W next round 1",
+    upload.connect_from_env()
+    out = upload.upload_manifest(manifest, project_id=server.project_id, subject_set_name="W&W next round 1",
                                      link_batch=4)
     assert out.subject_set_created and out.created == 6 and out.skipped_existing == 0
     (set_id, record), = server.subject_sets.items()
@@ -136,13 +136,13 @@ def test_upload_creates_set_uploads_images_links_and_resumes(loopback_zooniverse
         assert sent[sid]["sha256"] == hashlib.sha256(png.read_bytes()).hexdigest()
         assert meta["#round"] == "r1" and "#predicted_interest" in meta and meta["image"] == png.name
     # Re-running (say after an interruption) finds the set and adds nothing twice.
-    again = next_round.upload_manifest(manifest, project_id=server.project_id, subject_set_name="W&W next round 1")
+    again = upload.upload_manifest(manifest, project_id=server.project_id, subject_set_name="W&W next round 1")
     assert not again.subject_set_created and again.created == 0 and again.skipped_existing == 6
     assert len(server.subject_sets) == 1 and len(server.subjects) == 6 and len(server.uploads) == 6
     # A bigger manifest for the same round uploads only the new rows.
     more = next_round.write_manifest(next_round.rank_candidates(candidates(), 8, exploration=0.0), fake_image,
                                      tmp_path / "round", round_name="r1")
-    third = next_round.upload_manifest(more, project_id=server.project_id, subject_set_name="W&W next round 1")
+    third = upload.upload_manifest(more, project_id=server.project_id, subject_set_name="W&W next round 1")
     assert third.created == 2 and third.skipped_existing == 6
     assert len(server.subject_sets[set_id]["links"]["subjects"]) == 8
 
@@ -152,5 +152,5 @@ def test_upload_refuses_an_invalid_manifest(loopback_zooniverse, tmp_path):
     manifest = next_round.write_manifest(picks, fake_image, tmp_path / "round", round_name="r1")
     next(manifest.parent.glob("*.png")).unlink()
     with pytest.raises(ValueError, match="not valid"):
-        next_round.upload_manifest(manifest, project_id=loopback_zooniverse.project_id, subject_set_name="x")
+        upload.upload_manifest(manifest, project_id=loopback_zooniverse.project_id, subject_set_name="x")
     assert loopback_zooniverse.subject_sets == {}

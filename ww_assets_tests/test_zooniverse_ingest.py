@@ -13,9 +13,15 @@ import duckdb
 import pytest
 
 from ww_assets.zooniverse import formats, pseudonym
-from ww_assets.zooniverse import ingest as raw_tables
 from ww_assets.zooniverse.errors import ExportFileError, PseudonymKeyMissing
 from ww_assets.zooniverse.export_folder import ExportFolderSource, find_export_file
+from ww_assets.zooniverse.ingest import bookkeeping
+from ww_assets.zooniverse.ingest.bookkeeping import previous_ingest
+from ww_assets.zooniverse.ingest.classifications import ingest_classifications_csv
+from ww_assets.zooniverse.ingest.csv_reader import CSV_MAX_LINE_BYTES
+from ww_assets.zooniverse.ingest.kinds import INGESTERS
+from ww_assets.zooniverse.ingest.subjects import ingest_subjects_csv
+from ww_assets.zooniverse.ingest.talk import ingest_talk_comments, ingest_talk_tags
 from ww_assets_tests.loopback_zooniverse import write_export_folder
 
 KEY = "unit-test-key"
@@ -35,7 +41,7 @@ def ingest_all(con, truth, key=KEY, keep_metadata=False) -> dict:
     out = {}
     for kind, path in truth.files.items():
         extra = {"keep_metadata": keep_metadata} if kind == "classifications" else {}
-        out[kind] = raw_tables.INGESTERS[kind](con, path, pseudonym_key=key, **extra)
+        out[kind] = INGESTERS[kind](con, path, pseudonym_key=key, **extra)
     return out
 
 
@@ -143,19 +149,19 @@ def test_no_volunteer_name_or_ip_reaches_duckdb(tmp_path):
 def test_metadata_is_left_out_by_default_and_an_unchanged_file_is_recognised(tmp_path):
     truth = write_export_folder(tmp_path / "exports", n_pages=10)
     con = duckdb.connect()
-    report = raw_tables.ingest_classifications_csv(con, truth.files["classifications"], pseudonym_key=KEY)
+    report = ingest_classifications_csv(con, truth.files["classifications"], pseudonym_key=KEY)
     assert con.execute("SELECT count(metadata) FROM raw.classifications").fetchone()[0] == 0
-    assert raw_tables.previous_ingest(con, "classifications", truth.files["classifications"]) == report.ingest_id
-    assert raw_tables.previous_ingest(con, "subjects", truth.files["classifications"]) is None
+    assert previous_ingest(con, "classifications", truth.files["classifications"]) == report.ingest_id
+    assert previous_ingest(con, "subjects", truth.files["classifications"]) is None
     with open(truth.files["classifications"], "a", encoding="utf-8") as fh:
         fh.write("\n")
-    assert raw_tables.previous_ingest(con, "classifications", truth.files["classifications"]) is None
+    assert previous_ingest(con, "classifications", truth.files["classifications"]) is None
 
 
 def test_bad_rows_are_quarantined_with_reason_and_line_and_good_rows_land(tmp_path):
     truth = write_export_folder(tmp_path / "exports", n_pages=40, bad_rows=True)
     con = duckdb.connect()
-    report = raw_tables.ingest_classifications_csv(con, truth.files["classifications"], pseudonym_key=KEY)
+    report = ingest_classifications_csv(con, truth.files["classifications"], pseudonym_key=KEY)
     assert report.rows_new == 40
     assert report.rows_quarantined == len(truth.bad_classification_lines) == 5
     assert report.rows_seen == 45
@@ -175,7 +181,7 @@ def test_bad_rows_are_quarantined_with_reason_and_line_and_good_rows_land(tmp_pa
     stored = dict(con.execute("SELECT classification_id, source_line FROM raw.classifications").fetchall())
     assert stored == expected
     # reading the same file again: nothing new, the same rows quarantined again with the same reasons and lines
-    again = raw_tables.ingest_classifications_csv(con, truth.files["classifications"], pseudonym_key=KEY)
+    again = ingest_classifications_csv(con, truth.files["classifications"], pseudonym_key=KEY)
     assert (again.rows_seen, again.rows_new, again.rows_duplicate, again.rows_quarantined) == (45, 0, 40, 5)
     got_again = {line: reason for line, reason in con.execute(
         "SELECT source_line, reason FROM raw.quarantine WHERE ingest_id = ?", [again.ingest_id]).fetchall()}
@@ -190,7 +196,7 @@ def test_rejected_line_in_the_middle_keeps_later_lines_right(tmp_path):
     lines.insert(12, "1000," + ",".join("x" * 20) + "\n")  # line 13: too many columns
     path.write_text("".join(lines), encoding="utf-8")
     con = duckdb.connect()
-    report = raw_tables.ingest_classifications_csv(con, path, pseudonym_key=KEY)
+    report = ingest_classifications_csv(con, path, pseudonym_key=KEY)
     assert (report.rows_seen, report.rows_new, report.rows_quarantined) == (32, 30, 2)
     stored = dict(con.execute("SELECT classification_id, source_line FROM raw.classifications").fetchall())
     for line_no, text in enumerate(lines, start=1):
@@ -207,11 +213,11 @@ def test_an_overlong_line_is_quarantined_and_the_rest_lands(tmp_path):
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     huge = lines[3].rstrip("\n").split(",")
     huge[0] = "777777777"
-    huge[8] = "x" * (raw_tables._CSV_MAX_LINE_BYTES + 10)        # gold_standard: a field nobody reads
+    huge[8] = "x" * (CSV_MAX_LINE_BYTES + 10)        # gold_standard: a field nobody reads
     lines.insert(5, ",".join(huge) + "\n")                    # line 6
     path.write_text("".join(lines), encoding="utf-8")
     con = duckdb.connect()
-    report = raw_tables.ingest_classifications_csv(con, path, pseudonym_key=KEY)
+    report = ingest_classifications_csv(con, path, pseudonym_key=KEY)
     assert (report.rows_seen, report.rows_new, report.rows_quarantined) == (21, 20, 1)
     (line, reason), = con.execute("SELECT source_line, reason FROM raw.quarantine").fetchall()
     assert line == 6 and reason.startswith("unreadable CSV line")
@@ -232,7 +238,7 @@ def test_many_rejected_lines_still_give_right_lines(tmp_path):
             out.append(f"{800 + k},short,too\n")
     path.write_text("".join(out), encoding="utf-8")
     con = duckdb.connect()
-    report = raw_tables.ingest_classifications_csv(con, path, pseudonym_key=KEY)
+    report = ingest_classifications_csv(con, path, pseudonym_key=KEY)
     assert report.rows_new == 50 and report.rows_quarantined == len(out) - 51 > 64
     stored = dict(con.execute("SELECT classification_id, source_line FROM raw.classifications").fetchall())
     for line_no, text in enumerate(out, start=1):
@@ -245,7 +251,7 @@ def test_missing_required_column_fails_naming_file_and_column(tmp_path):
     path = tmp_path / "weird-classifications.csv"
     path.write_text("classification_id,user_name,user_id,created_at\n1,a,,2020-01-01 00:00:00 UTC\n")
     with pytest.raises(ExportFileError, match=r"weird-classifications\.csv.*missing column\(s\) workflow_id"):
-        raw_tables.ingest_classifications_csv(duckdb.connect(), path, pseudonym_key=KEY)
+        ingest_classifications_csv(duckdb.connect(), path, pseudonym_key=KEY)
 
 
 def test_rereading_a_larger_overlapping_export_adds_exactly_the_new_rows(tmp_path):
@@ -261,7 +267,7 @@ def test_rereading_a_larger_overlapping_export_adds_exactly_the_new_rows(tmp_pat
     ]:
         assert second[kind].rows_new == len(set(new) - set(old)) > 0, kind
         assert second[kind].rows_duplicate == len(set(old)), kind
-        table = raw_tables.INGESTERS[kind].__name__  # noqa: F841 - readability
+        table = INGESTERS[kind].__name__  # noqa: F841 - readability
         rows = [r[0] for r in con.execute(f"SELECT {key} FROM raw.{'classifications' if kind == 'classifications' else kind}").fetchall()]
         assert sorted(rows) == sorted(set(new)), kind
         added = {r[0] for r in con.execute(
@@ -269,7 +275,7 @@ def test_rereading_a_larger_overlapping_export_adds_exactly_the_new_rows(tmp_pat
         assert added == set(new) - set(old), kind
     assert second["subjects"].rows_new == 0 and second["workflows"].rows_new == 0
     # and a third read of the same file adds nothing
-    third = raw_tables.ingest_classifications_csv(con, large.files["classifications"], pseudonym_key=KEY)
+    third = ingest_classifications_csv(con, large.files["classifications"], pseudonym_key=KEY)
     assert (third.rows_new, third.rows_duplicate) == (0, 75)
     assert first["classifications"].rows_new == 50
 
@@ -282,8 +288,8 @@ def test_older_rows_missing_from_the_table_are_still_added(tmp_path):
         lines = fh.readlines()
     partial.write_text("".join([lines[0]] + lines[1::2]), encoding="utf-8")   # header + every other row
     con = duckdb.connect()
-    a = raw_tables.ingest_classifications_csv(con, partial, pseudonym_key=KEY)
-    b = raw_tables.ingest_classifications_csv(con, full.files["classifications"], pseudonym_key=KEY)
+    a = ingest_classifications_csv(con, partial, pseudonym_key=KEY)
+    b = ingest_classifications_csv(con, full.files["classifications"], pseudonym_key=KEY)
     assert a.rows_new == 20 and b.rows_new == 20 and b.rows_duplicate == 20
     stored = dict(con.execute("SELECT classification_id, source_line FROM raw.classifications "
                               "WHERE ingest_id = ?", [b.ingest_id]).fetchall())
@@ -301,7 +307,7 @@ def test_duplicate_rows_within_one_file_are_counted_once(tmp_path):
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     path.write_text("".join(lines + lines[3:6]), encoding="utf-8")
     con = duckdb.connect()
-    report = raw_tables.ingest_classifications_csv(con, path, pseudonym_key=KEY)
+    report = ingest_classifications_csv(con, path, pseudonym_key=KEY)
     assert (report.rows_seen, report.rows_new, report.rows_duplicate) == (23, 20, 3)
     assert con.execute("SELECT min(source_line) FILTER (classification_id = ?) FROM raw.classifications",
                        [int(lines[3].split(",")[0])]).fetchone()[0] == 4
@@ -315,8 +321,8 @@ def test_gzip_csv_and_talk_tar_gz_are_read(tmp_path):
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(truth.files["talk_comments"], arcname="project-16616-comments_2022-11-13.json")
     con = duckdb.connect()
-    assert raw_tables.ingest_classifications_csv(con, gz, pseudonym_key=KEY).rows_new == 30
-    assert raw_tables.ingest_talk_comments(con, archive, pseudonym_key=KEY).rows_new == len(truth.comment_ids)
+    assert ingest_classifications_csv(con, gz, pseudonym_key=KEY).rows_new == 30
+    assert ingest_talk_comments(con, archive, pseudonym_key=KEY).rows_new == len(truth.comment_ids)
     assert not list(tmp_path.glob(".talk-*")), "the extracted JSON is removed"
 
 
@@ -332,7 +338,7 @@ def test_talk_bad_records_quarantined_and_broken_files_named(tmp_path):
     path = tmp_path / "project-1-comments.json"
     path.write_text(json.dumps(comments))
     con = duckdb.connect()
-    report = raw_tables.ingest_talk_comments(con, path, pseudonym_key=KEY)
+    report = ingest_talk_comments(con, path, pseudonym_key=KEY)
     assert (report.rows_seen, report.rows_new, report.rows_quarantined) == (4, 1, 3)
     reasons = dict(con.execute("SELECT source_line, reason FROM raw.quarantine").fetchall())
     assert reasons == {2: "comment_id is not an integer", 3: "not a JSON object",
@@ -341,7 +347,7 @@ def test_talk_bad_records_quarantined_and_broken_files_named(tmp_path):
     broken = tmp_path / "project-1-tags.json"
     broken.write_text('[{"id": 1, "name": "ring"}, {"id": 2')
     with pytest.raises(ExportFileError, match="project-1-tags.json"):
-        raw_tables.ingest_talk_tags(con, broken, pseudonym_key=KEY)
+        ingest_talk_tags(con, broken, pseudonym_key=KEY)
     truncated = tmp_path / "project-1-tags.tar.gz"
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -351,7 +357,7 @@ def test_talk_bad_records_quarantined_and_broken_files_named(tmp_path):
         tar.addfile(info, io.BytesIO(data))
     truncated.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     with pytest.raises(ExportFileError, match="damaged or truncated"):
-        raw_tables.ingest_talk_tags(con, truncated, pseudonym_key=KEY)
+        ingest_talk_tags(con, truncated, pseudonym_key=KEY)
 
 
 def test_export_folder_finds_the_newest_file_of_each_kind(tmp_path):
@@ -370,16 +376,16 @@ def test_export_folder_finds_the_newest_file_of_each_kind(tmp_path):
 def test_failed_ingest_leaves_tables_untouched(tmp_path, monkeypatch):
     truth = write_export_folder(tmp_path / "e", n_pages=20)
     con = duckdb.connect()
-    raw_tables.ingest_classifications_csv(con, truth.files["classifications"], pseudonym_key=KEY)
+    ingest_classifications_csv(con, truth.files["classifications"], pseudonym_key=KEY)
     before = con.execute("SELECT count(*) FROM raw.classifications").fetchone()[0]
     bigger = write_export_folder(tmp_path / "f", n_pages=30)
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(raw_tables, "_log_ingest", boom)
+    monkeypatch.setattr(bookkeeping, "log_ingest", boom)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        raw_tables.ingest_classifications_csv(con, bigger.files["classifications"], pseudonym_key=KEY)
+        ingest_classifications_csv(con, bigger.files["classifications"], pseudonym_key=KEY)
     assert con.execute("SELECT count(*) FROM raw.classifications").fetchone()[0] == before
     assert con.execute("SELECT count(*) FROM raw.classifications WHERE ingest_id LIKE '%#%'").fetchone()[0] == 0
 
@@ -388,8 +394,7 @@ def test_tiny_sample_ingests_cleanly(tiny_sample):
     source = ExportFolderSource(tiny_sample / "exports", source="sample")
     con = duckdb.connect()
     for kind in formats.ALL_KINDS:
-        report = raw_tables.INGESTERS[kind](con, source.fetch(kind).path,
-                                           pseudonym_key=pseudonym.SAMPLE_PSEUDONYM_KEY)
+        report = INGESTERS[kind](con, source.fetch(kind).path, pseudonym_key=pseudonym.SAMPLE_PSEUDONYM_KEY)
         assert report.rows_new > 0 and report.rows_quarantined == 0, (kind, report)
     assert con.execute("SELECT count(*) FILTER (len(page_subject_ids) <> 16) FROM raw.classifications"
                        ).fetchone()[0] == 0
@@ -416,7 +421,7 @@ def test_subjects_bad_rows_repeats_and_lines(tmp_path):
     ]
     path.write_text("".join(lines + extra), encoding="utf-8")
     con = duckdb.connect()
-    report = raw_tables.ingest_subjects_csv(con, path)
+    report = ingest_subjects_csv(con, path)
     assert (report.rows_seen, report.rows_new, report.rows_duplicate, report.rows_quarantined) == \
         (good + 6, good + 1, 1, 4)
     got = dict(con.execute("SELECT source_line, reason FROM raw.quarantine").fetchall())
@@ -437,6 +442,6 @@ def test_subjects_bad_rows_repeats_and_lines(tmp_path):
                                   [n]).fetchall():
         assert lines[line - 1].startswith(f"{sid_},")
     # reading it again adds nothing and quarantines the same rows again
-    again = raw_tables.ingest_subjects_csv(con, path)
+    again = ingest_subjects_csv(con, path)
     assert (again.rows_new, again.rows_duplicate, again.rows_quarantined) == (0, good + 2, 4)
     assert con.execute("SELECT count(*) FROM raw.subjects").fetchone()[0] == good + 1

@@ -8,7 +8,6 @@ import time
 import duckdb
 import pytest
 
-from ww_assets.zooniverse import ingest as raw_tables
 from ww_assets.zooniverse.errors import (
     CredentialsMissing,
     ExportFailed,
@@ -16,13 +15,9 @@ from ww_assets.zooniverse.errors import (
     TransientError,
     ZooniverseError,
 )
+from ww_assets.zooniverse.ingest.kinds import INGESTERS
 from ww_assets.zooniverse.live import LiveSettings, LiveSource
-from ww_assets_tests.loopback_zooniverse import (  # noqa: F401 - fixtures
-    LoopbackZooniverse,
-    loopback_exports,
-    loopback_zooniverse,
-    write_export_folder,
-)
+from ww_assets_tests.loopback_zooniverse import LoopbackZooniverse, write_export_folder  # fixtures: conftest
 
 KEY = "live-test-key"
 KINDS = ("classifications", "subjects", "workflows", "talk_comments", "talk_tags")
@@ -41,7 +36,7 @@ def pull(server, downloads, con=None, kinds=KINDS, **overrides):
     with LiveSource(settings(server, **overrides), downloads) as source:
         for kind in kinds:
             fetched[kind] = source.fetch(kind)
-            reports[kind] = raw_tables.INGESTERS[kind](con, fetched[kind].path, pseudonym_key=KEY)
+            reports[kind] = INGESTERS[kind](con, fetched[kind].path, pseudonym_key=KEY)
     return con, reports, fetched
 
 
@@ -115,6 +110,16 @@ def test_persistent_5xx_fails_naming_the_call(loopback_zooniverse, tmp_path):
     server.fail_next(50, 503, r"subjects_export$")
     with pytest.raises(TransientError, match=r"describe the subjects export: still failing after 4 tries.*HTTP 503"):
         pull(server, tmp_path / "d", kinds=("subjects",))
+    assert server.count("GET", r"subjects_export$") == 4, "the HTTP and call-level retries do not multiply"
+
+
+def test_retry_after_is_honoured(loopback_zooniverse, tmp_path):
+    server = loopback_zooniverse
+    server.fail_next(1, 429, r"^/api/projects$", retry_after=2)
+    t0 = time.monotonic()
+    _, reports, _ = pull(server, tmp_path / "d", kinds=("workflows",), backoff_s=0.0)   # no backoff of our own
+    assert time.monotonic() - t0 >= 2.0 and reports["workflows"].rows_new == 2          # a plain pull: < 1 s
+    assert [s for m, p, s in server.requests if p == "/api/projects"] == [429, 200]
 
 
 def test_stuck_export_falls_back_to_the_newest_ready_one(loopback_zooniverse, tmp_path):
@@ -174,7 +179,7 @@ def test_always_truncated_download_fails_saying_truncated(loopback_zooniverse, t
 
 
 def test_declared_charset_is_transcoded_and_missing_charset_means_utf8(loopback_zooniverse, tmp_path):
-    from ww_assets.zooniverse.live import download
+    from ww_assets.zooniverse.download import download
 
     server = loopback_zooniverse
     text = "workflow_id,version,display_name\n1,2,Étrange & Merveilleux\n"

@@ -10,12 +10,10 @@
    visible metadata (object_id, ra, dec) is kept as the live project has it.
 3. ``validate_manifest``: the checks panoptes-cli makes before it uploads (files exist, non-empty, at most 1 MiB,
    an allowed image type) plus the ones a good manifest needs (unique, non-empty headers and subject identities).
-4. ``upload_manifest``: with panoptes-client, find or create the subject set in the project, create one subject per
-   row that the set does not already hold (matched on ``object_id``, so re-running never duplicates), upload
-   the image to the presigned URL the API returns, and link the subjects to the set.
 
-No Dagster here. Credentials come from the environment (``PANOPTES_USERNAME``/``PANOPTES_PASSWORD`` or client
-id/secret) through panoptes-client and are never printed or logged.
+Uploading the manifest to Zooniverse (subject set, subjects, images) is Zooniverse-facing and lives in
+``ww_assets.zooniverse.upload`` (``connect_from_env``, ``upload_manifest``), which validates with the function here.
+No Dagster here.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import mimetypes
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -225,105 +222,6 @@ def validate_manifest(path: str | Path, *, id_column: str = "object_id") -> list
         else:
             seen[key] = r.line
     return problems
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Upload with panoptes-client
-# --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class UploadResult:
-    subject_set_id: str
-    subject_set_created: bool
-    created: int
-    skipped_existing: int
-    subject_ids: list[str]
-
-
-def connect_from_env(endpoint: str | None = None):
-    """Log in with the credentials in the environment (never passed through code that could print them)."""
-    from panoptes_client import Panoptes
-
-    endpoint = endpoint or os.environ.get("PANOPTES_ENDPOINT", "https://www.zooniverse.org")
-    if os.environ.get("PANOPTES_CLIENT_ID") and os.environ.get("PANOPTES_CLIENT_SECRET"):
-        return Panoptes.connect(client_id=os.environ["PANOPTES_CLIENT_ID"],
-                                client_secret=os.environ["PANOPTES_CLIENT_SECRET"], endpoint=endpoint)
-    if not (os.environ.get("PANOPTES_USERNAME") and os.environ.get("PANOPTES_PASSWORD")):
-        raise RuntimeError("uploading needs PANOPTES_USERNAME and PANOPTES_PASSWORD (or PANOPTES_CLIENT_ID and "
-                           "PANOPTES_CLIENT_SECRET) in the environment")
-    return Panoptes.connect(username=os.environ["PANOPTES_USERNAME"], password=os.environ["PANOPTES_PASSWORD"],
-                            endpoint=endpoint)
-
-
-def _find_or_create_set(project_id: int, name: str):
-    from panoptes_client import SubjectSet
-
-    for s in SubjectSet.where(project_id=project_id, display_name=name):
-        project = str((s.raw.get("links") or {}).get("project", project_id))
-        if str(s.display_name) == name and project == str(project_id):
-            return s, False
-    s = SubjectSet()
-    s.links.project = project_id
-    s.display_name = name
-    s.save()
-    return s, True
-
-
-def upload_manifest(
-    manifest: str | Path,
-    *,
-    project_id: int,
-    subject_set_name: str,
-    id_column: str = "object_id",
-    link_batch: int = 50,
-    log: Callable[[str], None] | None = None,
-) -> UploadResult:
-    """Upload a validated manifest as subjects of ``subject_set_name`` in ``project_id`` (connect first).
-
-    Safe to re-run: subjects whose ``id_column`` the set already holds are skipped, so an interrupted upload
-    resumes where it stopped.
-    """
-    from panoptes_client import Subject
-
-    log = log or (lambda msg: None)
-    problems = validate_manifest(manifest, id_column=id_column)
-    if problems:
-        raise ValueError(f"manifest {manifest} is not valid: " + "; ".join(problems[:10]))
-    _, rows = read_manifest(manifest)
-    subject_set, created_set = _find_or_create_set(project_id, subject_set_name)
-    existing = set()
-    if not created_set:
-        for s in Subject.where(subject_set_id=subject_set.id):
-            key = (s.metadata or {}).get(id_column)
-            if key is not None:
-                existing.add(str(key))
-    log(f"subject set {subject_set.id} ({'new' if created_set else 'existing'}; {len(existing)} subjects already)")
-    todo = [r for r in rows if r.metadata.get(id_column) not in existing]
-    new_ids: list[str] = []
-    pending: list = []
-
-    def link():
-        if pending:
-            subject_set.add(pending)
-            new_ids.extend(str(s.id) for s in pending)
-            pending.clear()
-
-    for i, r in enumerate(todo, start=1):
-        subject = Subject()
-        subject.links.project = project_id
-        for f in r.files:
-            subject.add_location(str(f))
-        subject.metadata.update(r.metadata)
-        subject.save()
-        pending.append(subject)
-        if len(pending) >= link_batch:
-            link()
-            log(f"uploaded {i}/{len(todo)} subjects")
-    link()
-    log(f"uploaded {len(new_ids)} subjects, skipped {len(rows) - len(todo)} already in the set")
-    return UploadResult(subject_set_id=str(subject_set.id), subject_set_created=created_set, created=len(new_ids),
-                        skipped_existing=len(rows) - len(todo), subject_ids=new_ids)
 
 
 def manifest_columns() -> Sequence[str]:

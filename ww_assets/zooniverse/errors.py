@@ -6,6 +6,9 @@ volunteer name or an IP address.
 
 from __future__ import annotations
 
+__all__ = ["ZooniverseError", "PseudonymKeyMissing", "CredentialsMissing", "ExportFileError", "ExportNotReady",
+           "ExportFailed", "DownloadError", "TransientError"]
+
 
 class ZooniverseError(RuntimeError):
     """Base class: something about pulling or reading Zooniverse data went wrong."""

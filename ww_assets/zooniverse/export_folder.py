@@ -2,7 +2,7 @@
 
 A source answers ``fetch(kind) -> FetchedExport``: the local file holding that export kind, plus notes for the
 asset metadata (which file, how old, whether a fallback was used). The live source (``ww_assets.zooniverse.live``)
-answers the same call by pulling through panoptes-client.
+answers the same call by pulling through panoptes-client, so the ingest never knows where a file came from.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 
 from ww_assets.zooniverse import formats
 from ww_assets.zooniverse.errors import ExportFileError
+
+__all__ = ["FetchedExport", "find_export_file", "ExportFolderSource"]
 
 
 @dataclasses.dataclass

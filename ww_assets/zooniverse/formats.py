@@ -1,8 +1,13 @@
 """The Zooniverse export formats this pipeline reads (see shared ZOONIVERSE.md) and how to find them in a folder.
 
 A project owner's Data Exports page gives: a classifications CSV, a subjects CSV, a workflows CSV, and from Talk
-a comments and a tags archive (a ``.tar.gz`` holding one JSON array). These constants are the single place that
-names their columns; the ingest (``raw_tables``) and the test server build on them.
+a comments and a tags archive (a ``.tar.gz`` holding one JSON array). These constants are the one place that
+names their columns and fields: the ingest (``ww_assets.zooniverse.ingest``), the live source's download check
+and the loopback test server import them; code that writes exports in this format should too.
+
+Pitfalls the column lists do not show: ``workflow_version`` is "major.minor" text (3.10 is not 3.1); an anonymous
+volunteer has an empty ``user_id`` (a reader that guesses types turns the column into floats); ``user_ip`` and
+``user_name`` identify people and must not reach a derived table.
 """
 
 from __future__ import annotations
@@ -14,6 +19,12 @@ import io
 from pathlib import Path
 
 from ww_assets.zooniverse.errors import ExportFileError
+
+__all__ = ["PANOPTES_KINDS", "TALK_KINDS", "ALL_KINDS", "CLASSIFICATION_COLUMNS", "CLASSIFICATION_REQUIRED",
+           "SUBJECT_COLUMNS", "SUBJECT_REQUIRED", "WORKFLOW_COLUMNS", "WORKFLOW_REQUIRED", "REQUIRED_COLUMNS",
+           "TALK_COMMENT_FIELDS", "TALK_TAG_FIELDS", "CLASSIFICATION_METADATA_KEEP", "SUBJECT_OBJECT_ID_KEYS",
+           "SUBJECT_RA_KEYS", "SUBJECT_DEC_KEYS", "SUBJECT_IMAGE_KEYS", "PANOPTES_TIME_FORMATS", "ISO_TIME_FORMATS",
+           "EXPORT_FILE_PATTERNS", "is_gzip", "read_csv_header", "check_columns"]
 
 #: The export kinds, in the order a full pull fetches them.
 PANOPTES_KINDS = ("classifications", "subjects", "workflows")
@@ -42,6 +53,10 @@ WORKFLOW_COLUMNS = (
     "retired_set_member_subjects_count", "tasks", "retirement", "strings", "minor_version",
 )
 WORKFLOW_REQUIRED = ("workflow_id", "version")
+
+#: The columns a CSV export of each Panoptes kind cannot do without.
+REQUIRED_COLUMNS = {"classifications": CLASSIFICATION_REQUIRED, "subjects": SUBJECT_REQUIRED,
+                    "workflows": WORKFLOW_REQUIRED}
 
 TALK_COMMENT_FIELDS = (
     "board_id", "board_title", "board_description", "discussion_id", "discussion_title", "comment_id",

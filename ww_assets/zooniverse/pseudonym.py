@@ -13,10 +13,15 @@ CSV reader; :func:`volunteer_pseudonym` is the Python twin and gives byte-identi
 from __future__ import annotations
 
 import hashlib
-import os
 import re
+from typing import Mapping
 
+from ww_assets import settings
 from ww_assets.zooniverse.errors import PseudonymKeyMissing
+
+__all__ = ["ENV_KEY", "SAMPLE_PSEUDONYM_KEY", "PSEUDONYM_HEX_DIGITS", "MENTION_MASK", "MENTION_SQL_PATTERN",
+           "pseudonym_key", "volunteer_identity", "volunteer_pseudonym", "pseudonymise", "sql_identity",
+           "sql_volunteer_id", "mask_mentions", "sql_mask_mentions"]
 
 ENV_KEY = "WW_PSEUDONYM_KEY"
 
@@ -34,14 +39,14 @@ _MENTION_RE = re.compile(r"@[A-Za-z0-9_.\-]+")
 MENTION_SQL_PATTERN = r"@[A-Za-z0-9_.\-]+"
 
 
-def pseudonym_key(source: str, env: dict | None = None) -> str:
+def pseudonym_key(source: str, env: Mapping[str, str] | None = None) -> str:
     """The key for a source: ``WW_PSEUDONYM_KEY`` when set; the documented sample key for ``source == "sample"``.
 
-    A live pull or a hand-downloaded export folder without the key is refused: real volunteers' ids would
-    otherwise be pseudonymised with a key anyone can read in this file.
+    ``env`` stands for the environment (``ww_assets.settings`` reads ``os.environ`` when it is None). A live pull
+    or a hand-downloaded export folder without the key is refused: real volunteers' ids would otherwise be
+    pseudonymised with a key anyone can read in this file.
     """
-    env = os.environ if env is None else env
-    key = env.get(ENV_KEY, "")
+    key = settings.get(ENV_KEY, env)
     if key:
         return key
     if source == "sample":

@@ -19,6 +19,10 @@ from pathlib import Path
 from typing import Iterator
 
 from ww_assets.zooniverse.errors import ExportFileError
+from ww_assets.zooniverse.formats import is_gzip
+
+__all__ = ["DEFAULT_TALK_ENDPOINT", "TALK_KIND", "talk_json_file", "check_talk_file", "parse_time",
+           "talk_endpoint", "newest_first"]
 
 DEFAULT_TALK_ENDPOINT = "https://talk.zooniverse.org/"
 TALK_KIND = {"talk_comments": "comments", "talk_tags": "tags"}
@@ -42,9 +46,7 @@ def talk_json_file(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     if not path.exists():
         raise ExportFileError(f"Talk export not found: {path}")
-    with open(path, "rb") as fh:
-        gzipped = fh.read(2) == b"\x1f\x8b"
-    if not gzipped and not _is_tar(path):
+    if not is_gzip(path) and not _is_tar(path):
         yield path
         return
     handle, tmp_name = tempfile.mkstemp(prefix=".talk-", suffix=".json", dir=path.parent)

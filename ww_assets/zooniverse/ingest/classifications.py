@@ -1,0 +1,302 @@
+"""Ingest of the classifications export (CSV, or gzip CSV) into ``raw.classifications``.
+
+The classifications export is the big one (~10 million 16-image pages for a project of W&W's size), so it is read
+in one parallel DuckDB pass with no per-row Python: JSON is parsed with DuckDB's JSON functions, the pseudonym is
+``sha256`` in SQL, and rows already stored are recognised by their id before any other column is parsed. Rows are
+appended in file order inside one transaction; bad rows and already-stored ones are appended as bare placeholders
+and moved to ``raw.quarantine`` / dropped before the commit, which is how every row gets its source line without a
+second pass or a staging copy. A reader never sees a placeholder; a failed ingest rolls back whole.
+
+Export pitfalls handled here (shared ZOONIVERSE.md): the page a volunteer saw is ``subject_data``'s
+``#group_subject_ids`` (``subject_ids`` for a workflow without subject groups); ``workflow_version`` stays text;
+anonymous volunteers have an empty ``user_id`` and a ``not-logged-in-<hash>`` name; ``user_ip`` is never read and
+``user_name`` only feeds the pseudonym; the same classification twice in one file counts once.
+
+``WW_INGEST_PROFILE=1`` prints the wall and CPU seconds of each step (a benchmarking aid, read per ingest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from functools import partial
+from pathlib import Path
+
+from ww_assets import settings
+from ww_assets.duckdb_sql import insertion_order, transaction
+from ww_assets.zooniverse import formats
+from ww_assets.zooniverse.ingest.bookkeeping import IngestReport, IngestRun, quarantine_rejected
+from ww_assets.zooniverse.ingest.csv_reader import (
+    csv_source,
+    drop_rejects,
+    rejected_lines,
+    require_header,
+    set_source_lines,
+)
+from ww_assets.zooniverse.ingest.schema import ensure_raw_schema
+from ww_assets.zooniverse.ingest.sql import PANOPTES_FIRST_TIMES, column, lit
+from ww_assets.zooniverse.pseudonym import sql_identity, sql_volunteer_id
+
+__all__ = ["ingest_classifications_csv"]
+
+
+class _StepTimer:
+    """Prints the wall and CPU seconds since the previous step when ``WW_INGEST_PROFILE`` is on."""
+
+    def __init__(self) -> None:
+        self.enabled = bool(settings.get("WW_INGEST_PROFILE"))
+        self.last = (time.perf_counter(), time.process_time())
+
+    def __call__(self, label: str) -> None:
+        if not self.enabled:
+            return
+        now = (time.perf_counter(), time.process_time())
+        print(f"  ingest step {label}: {now[0] - self.last[0]:.2f} s wall, {now[1] - self.last[1]:.2f} s CPU",
+              flush=True)
+        self.last = now
+
+
+def _classification_select(header: list[str], src_sql: str, *, live_sql: str, line_sql: str, task: str,
+                           keep_metadata: bool = True) -> str:
+    """The SELECT that turns CSV rows into ``raw.classifications`` rows (placeholders for non-live/bad rows).
+
+    ``live_sql`` (over ``cid``) says which rows to parse; the others become bare ``(classification_id)``
+    placeholders tagged ``$iid_cand``. Bad rows become placeholders tagged ``$iid_bad`` carrying their reason.
+    One statement on purpose (longer than a function should be): split, DuckDB would lose the file order that
+    gives each row its line, or parse the JSON columns twice.
+    """
+    c = lambda name: column(header, name if (keep_metadata or name != "metadata") else "")  # noqa: E731
+    keep = formats.CLASSIFICATION_METADATA_KEEP
+    meta_paths = "[" + ", ".join(lit('$."' + k + '"') for k in keep) + "]"
+    meta_object = "json_object(" + ", ".join(f"{lit(k)}, m[{i + 1}]" for i, k in enumerate(keep)) + ")"
+    identity = sql_identity("user_id", "user_name")
+    ok = "live AND reason IS NULL"
+    return f"""
+    WITH src AS (
+        SELECT
+            nullif(trim({c('classification_id')}), '') AS cid_txt,
+            try_cast(nullif(trim({c('classification_id')}), '') AS BIGINT) AS cid,
+            {c('user_id')} AS user_id, {c('user_name')} AS user_name,
+            {c('workflow_id')} AS workflow_id, {c('workflow_name')} AS workflow_name,
+            {c('workflow_version')} AS workflow_version, {c('created_at')} AS created_at,
+            {c('metadata')} AS metadata, {c('annotations')} AS annotations,
+            {c('subject_data')} AS subject_data, {c('subject_ids')} AS subject_ids
+        FROM {src_sql}
+    ), marked AS (
+        SELECT *, coalesce({live_sql}, true) AS live FROM src
+    ), parsed AS (
+        -- every parse sits under CASE WHEN live: rows already stored cost a comparison and nothing more
+        SELECT *,
+            CASE WHEN live THEN nullif(trim(user_id), '') END AS uid_txt,
+            CASE WHEN live THEN nullif(trim(workflow_id), '') END AS wid_txt,
+            CASE WHEN live THEN try_cast(nullif(trim(workflow_id), '') AS BIGINT) END AS wid,
+            CASE WHEN live THEN try_strptime(trim(created_at), {PANOPTES_FIRST_TIMES}) END AS created,
+            CASE WHEN live THEN try(json_extract_string(subject_data, '$.*."#group_subject_ids"')) END AS grp,
+            -- one typed parse of the annotations; the clicks are the subjects in the value of the chosen task
+            CASE WHEN live THEN
+                try(flatten(list_transform(
+                    list_filter(json_transform(annotations, '[{{"task": "VARCHAR", "value": [{{"subject": "BIGINT"}}]}}]'),
+                                lambda a: a.task = {lit(task)}),
+                    lambda a: list_transform(a.value, lambda v: v.subject))))
+            END AS ann,
+            CASE WHEN live AND {str(keep_metadata).upper()} THEN try(json_extract(metadata, {meta_paths})) END AS m
+        FROM marked
+    ), pages AS (
+        SELECT *,
+            CASE WHEN live THEN
+                CASE WHEN len(grp) > 0 AND grp[1] IS NOT NULL
+                     THEN try_cast(string_split(grp[1], '-') AS BIGINT[])
+                     ELSE try_cast(string_split(nullif(trim(subject_ids), ''), ';') AS BIGINT[]) END
+            END AS page,
+            ann AS sel
+        FROM parsed
+    ), judged AS (
+        SELECT *,
+            CASE WHEN live THEN CASE
+                WHEN cid_txt IS NULL THEN 'classification_id is empty'
+                WHEN cid IS NULL OR cid::VARCHAR <> cid_txt THEN 'classification_id is not an integer'
+                WHEN uid_txt IS NOT NULL AND try_cast(uid_txt AS BIGINT)::VARCHAR IS DISTINCT FROM uid_txt
+                    THEN 'user_id is not an integer'
+                WHEN uid_txt IS NULL AND nullif(trim(user_name), '') IS NULL
+                    THEN 'no volunteer identity: user_id and user_name are both empty'
+                WHEN wid_txt IS NOT NULL AND wid::VARCHAR IS DISTINCT FROM wid_txt THEN 'workflow_id is not an integer'
+                WHEN created IS NULL THEN 'created_at is missing or not a timestamp'
+                WHEN subject_data IS NULL THEN 'subject_data is empty'
+                WHEN grp IS NULL THEN 'subject_data is not valid JSON'
+                WHEN annotations IS NULL THEN 'annotations is empty'
+                WHEN ann IS NULL THEN 'annotations is not valid JSON'
+                WHEN left(ltrim(annotations), 1) <> '[' THEN 'annotations is not a JSON list'
+                WHEN metadata IS NOT NULL AND m IS NULL THEN 'metadata is not valid JSON'
+                WHEN page IS NULL OR len(page) = 0
+                    THEN 'no page of subject ids (subject_data #group_subject_ids or subject_ids)'
+                WHEN list_count(page) <> len(page) THEN 'a subject id on the page is not an integer'
+                WHEN sel IS NULL THEN 'annotation value is not a list of subjects'
+                WHEN list_count(sel) <> len(sel) THEN 'a selected subject id is not an integer'
+                -- a click on a subject that was not on the page is kept here as exported: the consensus build
+                -- quarantines that one click (consensus.quarantine) and still counts the rest of the page
+            END END AS reason
+        FROM pages
+    )
+    SELECT
+        cid,
+        CASE WHEN {ok} THEN {sql_volunteer_id('$key', identity)} END,
+        CASE WHEN {ok} THEN uid_txt IS NULL END,
+        CASE WHEN {ok} THEN wid END,
+        CASE WHEN {ok} THEN workflow_name END,
+        CASE WHEN {ok} THEN nullif(trim(workflow_version), '') END,
+        CASE WHEN {ok} THEN created END,
+        CASE WHEN {ok} THEN page END,
+        CASE WHEN {ok} THEN sel END,
+        CASE WHEN {ok} AND m IS NOT NULL THEN {meta_object}
+             WHEN reason IS NOT NULL THEN json_object('quarantine_reason', reason) END,
+        $source_file,
+        {line_sql},
+        CASE WHEN NOT live THEN $iid_cand WHEN reason IS NULL THEN $iid ELSE $iid_bad END,
+        $now
+    FROM judged
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pass:
+    """What every step of one ingest needs: the file, how to SELECT from it, and the ingest's row tags."""
+
+    run: IngestRun
+    path: Path
+    header: list[str]
+    select: partial       # _classification_select with header, task and keep_metadata bound
+    ids: dict             # the ingest_id tags of new rows, of placeholders of known ids, of bad rows' placeholders
+    params: dict          # every parameter of the SELECT
+
+
+_THIS_INGEST = "ingest_id IN ($iid, $iid_cand, $iid_bad)"
+
+
+def _append_file(con, p: _Pass) -> tuple[int, list[tuple[int, str]]]:
+    """Append every record of the file in file order (rows above the largest stored id parsed, the rest as
+    placeholders) and give each its line. Returns (records seen, rejected lines)."""
+    hi = con.execute("SELECT max(classification_id) FROM raw.classifications").fetchone()[0]
+    live = "TRUE" if hi is None else f"(cid IS NULL OR cid > {int(hi)})"
+    first = p.select(csv_source(p.path, p.header), live_sql=live, line_sql="NULL::BIGINT")
+    con.execute(f"INSERT INTO raw.classifications {first}", p.params)
+    rejected = rejected_lines(con)
+    drop_rejects(con)
+    base = con.execute(f"SELECT min(rowid) FROM raw.classifications WHERE {_THIS_INGEST}", p.ids).fetchone()[0]
+    if base is not None:
+        set_source_lines(con, "raw.classifications", _THIS_INGEST, base, rejected, p.ids)
+    seen = con.execute(f"SELECT count(*) FROM raw.classifications WHERE {_THIS_INGEST}", p.ids).fetchone()[0]
+    return seen + len(rejected), rejected
+
+
+def _resolve_placeholders(con, p: _Pass) -> int:
+    """Sort the placeholders out. Stored ids are duplicates (dropped later); ids quarantined before are quarantined
+    again with their earlier reason (export rows never change); any other is new after all (a project export read
+    after a workflow export) and parsed from a second scan filtered by id. Returns the number quarantined again."""
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE _ww_unknown AS
+           SELECT k.classification_id AS cid, k.source_line AS line
+           FROM (SELECT classification_id, source_line FROM raw.classifications WHERE ingest_id = $iid_cand) k
+           ANTI JOIN (SELECT classification_id FROM raw.classifications
+                      WHERE ingest_id <> $iid_cand AND classification_id IS NOT NULL) e
+           ON k.classification_id = e.classification_id""", {"iid_cand": p.ids["iid_cand"]})
+    n_again = con.execute(
+        """INSERT INTO raw.quarantine
+           SELECT 'classifications', $source_file, u.line, u.cid::VARCHAR, q.reason, $iid, $now
+           FROM _ww_unknown u JOIN (
+               SELECT natural_key, arg_max(reason, quarantined_at) AS reason FROM raw.quarantine
+               WHERE table_name = 'classifications' AND natural_key IS NOT NULL GROUP BY 1) q
+           ON q.natural_key = u.cid::VARCHAR ORDER BY u.line""",
+        {"source_file": p.run.source_file, "iid": p.run.ingest_id, "now": p.run.started}).fetchone()[0]
+    if n_again:
+        con.execute("""DELETE FROM _ww_unknown WHERE cid::VARCHAR IN (
+                           SELECT natural_key FROM raw.quarantine WHERE table_name = 'classifications')""")
+    if con.execute("SELECT count(*) FROM _ww_unknown").fetchone()[0]:
+        src = csv_source(p.path, p.header, keep_rejects=False)
+        second = p.select(
+            f"{src} WHERE try_cast(nullif(trim(classification_id), '') AS BIGINT) IN (SELECT cid FROM _ww_unknown)",
+            live_sql="TRUE", line_sql="(SELECT min(line) FROM _ww_unknown u WHERE u.cid = judged.cid)")
+        con.execute(f"INSERT INTO raw.classifications {second}", p.params)
+    con.execute("DROP TABLE IF EXISTS _ww_unknown")
+    return n_again
+
+
+def _quarantine_bad_rows(con, p: _Pass, rejected: list[tuple[int, str]]) -> int:
+    """Move the bad rows' placeholders (and the rejected lines) to raw.quarantine. Returns the bad rows."""
+    con.execute(
+        """INSERT INTO raw.quarantine
+           SELECT 'classifications', source_file, source_line, classification_id::VARCHAR,
+                  metadata->>'quarantine_reason', $iid, $now
+           FROM raw.classifications WHERE ingest_id = $iid_bad ORDER BY source_line""",
+        {"iid": p.run.ingest_id, "iid_bad": p.ids["iid_bad"], "now": p.run.started})
+    quarantine_rejected(con, p.run, rejected)
+    return con.execute("DELETE FROM raw.classifications WHERE ingest_id = $iid_bad",
+                       {"iid_bad": p.ids["iid_bad"]}).fetchone()[0]
+
+
+def _drop_repeats(con, p: _Pass) -> int:
+    """Drop the known ids' placeholders and the later lines of a classification twice in the file. Returns the
+    rows this ingest adds."""
+    con.execute("DELETE FROM raw.classifications WHERE ingest_id = $iid_cand", {"iid_cand": p.ids["iid_cand"]})
+    con.execute(
+        """DELETE FROM raw.classifications WHERE ingest_id = $iid AND rowid IN (
+               SELECT rowid FROM (
+                   SELECT rowid, min(rowid) OVER (PARTITION BY classification_id) AS first_rowid
+                   FROM raw.classifications WHERE ingest_id = $iid AND classification_id IN (
+                       SELECT classification_id FROM raw.classifications WHERE ingest_id = $iid
+                       GROUP BY 1 HAVING count(*) > 1))
+               WHERE rowid <> first_rowid)""", {"iid": p.run.ingest_id})
+    return con.execute("SELECT count(*) FROM raw.classifications WHERE ingest_id = $iid",
+                       {"iid": p.run.ingest_id}).fetchone()[0]
+
+
+def ingest_classifications_csv(con, path, *, pseudonym_key: str, source_label: str | None = None,
+                               task: str = "T0", keep_metadata: bool = False) -> IngestReport:
+    """Append the new rows of a classifications export (CSV, or gzip CSV) to ``raw.classifications``.
+
+    ``page_subject_ids`` comes from ``subject_data``'s ``#group_subject_ids`` (falling back to ``subject_ids`` for
+    a workflow without subject groups), ``selected_subject_ids`` from the ``value`` of annotation ``task``. Rows
+    that cannot be read go to ``raw.quarantine``; everything else lands. Runs in its own transaction on ``con``
+    (which must not be inside one). Returns an :class:`IngestReport`.
+
+    ``keep_metadata=True`` keeps the allow-listed fields of each row's ``metadata`` (formats.
+    CLASSIFICATION_METADATA_KEEP: start/finish times, live_project, language, selection state) as JSON, and sends
+    rows whose metadata is not valid JSON to quarantine. It is off by default: metadata is the largest column of
+    the export and reading, checking, scrubbing and storing it about doubles the ingest time
+    (benchmarks/zooniverse_ingest.py), while nothing downstream needs it. Off, ``metadata`` is NULL and the column
+    is not even read.
+
+    How rows already stored are skipped cheaply: Panoptes classification ids grow with time, so a row whose id is
+    above the largest stored id is new and is parsed; a row at or below it is appended as a bare placeholder and
+    sorted out afterwards (:func:`_resolve_placeholders`). A join in the first pass would cost DuckDB its file
+    order, which is what gives each row its line.
+    """
+    if not pseudonym_key:
+        raise ValueError("pseudonym_key is empty")
+    path = Path(path)
+    header = require_header(path, formats.CLASSIFICATION_REQUIRED, "classifications")
+    run = IngestRun(table="classifications", source_file=str(path), source_label=source_label)
+    ensure_raw_schema(con)
+    ids = {"iid": run.ingest_id, "iid_cand": run.ingest_id + "#known", "iid_bad": run.ingest_id + "#bad"}
+    p = _Pass(run=run, path=path, header=header,
+              select=partial(_classification_select, header, task=task, keep_metadata=keep_metadata), ids=ids,
+              params={"key": pseudonym_key, "source_file": run.source_file, "now": run.started, **ids})
+    step = _StepTimer()
+    with insertion_order(con, keep=True):
+        drop_rejects(con)
+        try:
+            with transaction(con):
+                seen, rejected = _append_file(con, p)
+                step("insert and lines")
+                n_again = _resolve_placeholders(con, p)
+                step("known ids")
+                n_bad = _quarantine_bad_rows(con, p, rejected)
+                step("quarantine")
+                n_new = _drop_repeats(con, p)
+                step("placeholders and repeats")
+                newest = con.execute("SELECT max(created_at) FROM raw.classifications").fetchone()[0]
+                report = run.finish(con, rows_seen=seen, rows_new=n_new,
+                                    rows_quarantined=n_bad + n_again + len(rejected), newest_created_at=newest)
+            step("log and commit")
+        finally:
+            drop_rejects(con)
+    return report

@@ -1,0 +1,89 @@
+"""The staged ingest of the small tables (subjects, workflows, Talk comments and tags).
+
+A stage query turns the file into rows of the raw table plus ``_reason`` (why a row cannot be stored, NULL when it
+can) and ``_nkey`` (its natural key as text, for the quarantine). The stage is materialised as a temporary table
+(at most a few hundred thousand rows) and, in one transaction, its good rows that are not stored yet are appended
+and its bad rows quarantined. The big classifications export takes another path (``classifications``) that
+never copies the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ww_assets.duckdb_sql import insertion_order, transaction
+from ww_assets.zooniverse.ingest.bookkeeping import IngestReport, IngestRun, quarantine_rejected
+from ww_assets.zooniverse.ingest.csv_reader import drop_rejects, line_sql, rejected_lines, require_header
+from ww_assets.zooniverse.ingest.schema import ensure_raw_schema
+
+__all__ = ["ingest_staged", "ingest_staged_csv"]
+
+_STAGE = "_ww_ingest_stage"
+
+#: ``line_of(index_sql, rejected) -> SQL``: the source line of the staged row with 0-based index ``index_sql``.
+LineOf = Callable[[str, list], str]
+
+
+def ingest_staged(con, run: IngestRun, *, stage_sql: str, columns: list[str], key: list[str],
+                  created_col: str | None, params: dict, line_of: LineOf,
+                  rejected: list[tuple[int, str]] | None) -> IngestReport:
+    """Append the good, new rows of ``stage_sql`` (``columns`` + ``_reason`` + ``_nkey``) to ``raw.<run.table>``.
+
+    ``rejected`` lists the lines the reader dropped; None reads them from the CSV rejects table once the stage
+    is built. Rows whose ``key`` is stored already are duplicates; a key twice in the file keeps its first line.
+    """
+    table = run.table
+    key_match = " AND ".join(f"t.{k} IS NOT DISTINCT FROM s.{k}" for k in key)
+    row_params = {"source_file": run.source_file, "iid": run.ingest_id, "now": run.started}
+    with transaction(con):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {_STAGE} AS {stage_sql}", params)
+        if rejected is None:
+            rejected = rejected_lines(con)
+        # rowids of a table made inside a transaction start at an arbitrary offset: count from the first one
+        base = con.execute(f"SELECT coalesce(min(rowid), 0) FROM {_STAGE}").fetchone()[0]
+        line = line_of(f"(rowid - {int(base)})", rejected)
+        n_kept, n_bad = con.execute(
+            f"SELECT count(*), count(*) FILTER (_reason IS NOT NULL) FROM {_STAGE}").fetchone()
+        # the same key twice in one file keeps its first line; the window that finds it is only paid for when
+        # the file has such keys (an aggregate over the key says so for a fraction of the cost). No ORDER BY: each
+        # row carries its source_line, and sorting 8M wide subject rows cost more than the rest of the insert.
+        repeated = con.execute(
+            f"""SELECT count(*) FROM (SELECT 1 FROM {_STAGE} WHERE _reason IS NULL
+                                      GROUP BY {', '.join(key)} HAVING count(*) > 1)""").fetchone()[0]
+        nth = f"row_number() OVER (PARTITION BY {', '.join(key)} ORDER BY rowid)" if repeated else "1"
+        cols = ", ".join(columns)
+        n_new = con.execute(
+            f"""INSERT INTO raw.{table} ({cols}, source_file, source_line, ingest_id, ingested_at)
+                SELECT {cols}, $source_file, _line, $iid, $now FROM (
+                    SELECT *, {line} AS _line, {nth} AS _nth FROM {_STAGE} WHERE _reason IS NULL) s
+                WHERE _nth = 1 AND NOT EXISTS (SELECT 1 FROM raw.{table} t WHERE {key_match})""",
+            row_params).fetchone()[0]
+        con.execute(
+            f"""INSERT INTO raw.quarantine
+                SELECT $table, $source_file, {line}, _nkey, _reason, $iid, $now
+                FROM {_STAGE} WHERE _reason IS NOT NULL ORDER BY rowid""", {"table": table, **row_params})
+        quarantine_rejected(con, run, rejected)
+        con.execute(f"DROP TABLE IF EXISTS {_STAGE}")
+        newest = (con.execute(f"SELECT max({created_col}) FROM raw.{table}").fetchone()[0]
+                  if created_col else None)
+        return run.finish(con, rows_seen=n_kept + len(rejected), rows_new=n_new,
+                          rows_quarantined=n_bad + len(rejected), newest_created_at=newest)
+
+
+def ingest_staged_csv(con, path, *, table: str, required: tuple[str, ...],
+                      stage_of: Callable[[Path, list[str]], str], columns: list[str], key: list[str],
+                      created_col: str | None, source_label: str | None) -> IngestReport:
+    """:func:`ingest_staged` of a CSV export: its header checked against ``required``, the stage
+    ``stage_of(path, header)`` read through ``csv_reader.csv_source``, rejected lines quarantined."""
+    path = Path(path)
+    header = require_header(path, required, table)
+    ensure_raw_schema(con)
+    run = IngestRun(table=table, source_file=str(path), source_label=source_label)
+    drop_rejects(con)
+    try:
+        with insertion_order(con, keep=True):
+            return ingest_staged(con, run, stage_sql=stage_of(path, header), columns=columns, key=key,
+                                 created_col=created_col, params={}, line_of=line_sql, rejected=None)
+    finally:
+        drop_rejects(con)
