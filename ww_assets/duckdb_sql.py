@@ -1,9 +1,20 @@
-"""Small DuckDB helpers shared by the ingest (``ww_assets.zooniverse.ingest``) and ``ww_assets.consensus.build``."""
+"""Small DuckDB helpers shared by the Zooniverse ingest and the consensus SQL.
+
+Both stages build SQL text and run it on one connection in steps that must land whole or not at all, with
+``preserve_insertion_order`` chosen per stage; those few helpers live here so the two stages write them once.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
+
+__all__ = ["insertion_order", "sql_literal", "transaction"]
+
+
+def sql_literal(text: object) -> str:
+    """``text`` as a SQL string literal (single quotes doubled), for values written into generated SQL."""
+    return "'" + str(text).replace("'", "''") + "'"
 
 
 @contextlib.contextmanager

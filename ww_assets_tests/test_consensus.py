@@ -1,29 +1,45 @@
-"""Volunteer and Talk consensus (ww_assets.consensus.build and its assets).
+"""Volunteer and Talk consensus (the ``ww_assets.consensus`` modules and their assets).
 
 The central test recomputes shown / selected (and pages, Talk counts, hashtags) for every image of the embedded
 sample with a plain-Python reading of the export files (csv + json, no DuckDB) and requires the DuckDB tables to
-match exactly. Others: incremental == full rebuild, edge cases on hand-made raw rows, hashtag normalisation, the
+match exactly (the Wilson interval: astropy's). Others: incremental == full rebuild, edge cases on hand-made raw rows, hashtag normalisation, the
 hash-collision fallback, and the Dagster assets with their checks.
 """
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import re
-import sys
-import unicodedata
 from collections import defaultdict
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
+from astropy.stats import binom_conf_interval
 
-from ww_assets.consensus import build as C
-from ww_assets.zooniverse import ingest as rt
+from ww_assets.consensus import checks, partitions, subjects, volunteer_keys
+from ww_assets.consensus.build import build_all
+from ww_assets.consensus.exposures import build_image_exposures
+from ww_assets.consensus.state import read_state
+from ww_assets.consensus.talk import (
+    build_talk_consensus,
+    normalise_tag,
+    normalise_tag_sql,
+)
+from ww_assets.consensus.volunteer import (
+    REASON_NO_PAGE,
+    REASON_NOT_ON_PAGE,
+    build_volunteer_consensus,
+)
+from ww_assets.consensus.wilson import wilson_sql
+from ww_assets.simulation.scale_exports import CLASSIFICATIONS_CSV, generate_export
+from ww_assets.zooniverse.ingest.classifications import ingest_classifications_csv
+from ww_assets.zooniverse.ingest.schema import ensure_raw_schema
+from ww_assets.zooniverse.ingest.subjects import ingest_subjects_csv
+from ww_assets.zooniverse.ingest.talk import ingest_talk_comments, ingest_talk_tags
 
-REPO = Path(__file__).resolve().parents[1]
 KEY = "test-consensus-key"
 
 
@@ -39,19 +55,16 @@ def _identity(row: dict) -> str | None:
     return "a:" + name if name else None
 
 
-def _norm(tag: str) -> str | None:
-    t = unicodedata.normalize("NFC", tag).strip().lower().lstrip("#")
-    while t and unicodedata.category(t[-1])[0] in "PSZ":
-        t = t[:-1]
-    return t if any(unicodedata.category(ch).startswith("L") for ch in t) else None
-
-
 # The same hashtag rule as the module docstring, written independently with Python's re.
 _HASHTAG = re.compile(r"(?:^|[^\w&/#])#([^\W][\w.\-]*)", re.UNICODE)
 
 
 def reference_consensus(folder: Path, skip_classifications: set[int] = frozenset()) -> dict:
-    """Per image: shown/selected volunteer sets, pages, first/last created_at; Talk: comments, commenters, tags."""
+    """Per image: shown/selected volunteer sets, pages, first/last created_at; Talk: comments, commenters, tags.
+
+    Tags are normalised with ``normalise_tag``, the Python rule that ``test_tag_normalisation_sql_matches_python``
+    pins to known values.
+    """
     cls = next(folder.glob("*classifications*.csv"))
     shown, selected, pages = defaultdict(set), defaultdict(set), defaultdict(int)
     first, last = {}, {}
@@ -88,14 +101,14 @@ def reference_consensus(folder: Path, skip_classifications: set[int] = frozenset
             talk["comments"][s] += 1
             talk["commenters"][s].add(who)
             for m in _HASHTAG.findall(c.get("comment_body") or ""):
-                tag = _norm(m)
+                tag = normalise_tag(m)
                 if tag:
                     talk["tags"][s][tag].add(who)
     tags = next(folder.glob("*tags*.json"), None)
     if tags:
         for t in json.loads(tags.read_text(encoding="utf-8")):
             if t.get("taggable_type") == "Subject" and t.get("taggable_id") is not None and t.get("user_id"):
-                tag = _norm(t["name"])
+                tag = normalise_tag(t["name"])
                 if tag:
                     talk["tags"][int(t["taggable_id"])][tag].add("u:" + str(int(t["user_id"])))
     return {"shown": shown, "selected": selected, "pages": pages, "first": first, "last": last,
@@ -103,9 +116,9 @@ def reference_consensus(folder: Path, skip_classifications: set[int] = frozenset
 
 
 def _ingest_folder(con, folder: Path, key: str = KEY) -> None:
-    rt.ingest_subjects_csv(con, next(folder.glob("*subjects*.csv")), pseudonym_key=key)
-    rt.ingest_classifications_csv(con, next(folder.glob("*classifications*.csv")), pseudonym_key=key)
-    for pattern, fn in (("*comments*.json", rt.ingest_talk_comments), ("*tags*.json", rt.ingest_talk_tags)):
+    ingest_subjects_csv(con, next(folder.glob("*subjects*.csv")), pseudonym_key=key)
+    ingest_classifications_csv(con, next(folder.glob("*classifications*.csv")), pseudonym_key=key)
+    for pattern, fn in (("*comments*.json", ingest_talk_comments), ("*tags*.json", ingest_talk_tags)):
         f = next(folder.glob(pattern), None)
         if f:
             fn(con, f, pseudonym_key=key)
@@ -126,12 +139,12 @@ def _assert_matches_reference(con, ref: dict) -> None:
     assert set(got) == set(want)
     bad = {s: (got[s], want[s]) for s in want if got[s] != want[s]}
     assert not bad, f"{len(bad)} images differ, e.g. {list(bad.items())[:5]}"
-    # fraction and the Wilson interval agree with the Python formulas
-    for s, shown, sel, frac, lo, hi in con.execute(
-            "SELECT subject_id, shown, selected, fraction, ci_low, ci_high FROM consensus.volunteer_consensus"
-    ).fetchall():
-        assert frac == pytest.approx(sel / shown, abs=1e-12)
-        assert (lo, hi) == pytest.approx(C.wilson_interval(sel, shown), abs=1e-12)
+    # fraction and the Wilson interval agree with selected / shown and astropy's Wilson 95% interval
+    shown, sel, frac, lo, hi = np.array(con.execute(
+        "SELECT shown, selected, fraction, ci_low, ci_high FROM consensus.volunteer_consensus").fetchall()).T
+    assert frac == pytest.approx(sel / shown, abs=1e-12)
+    want_lo, want_hi = binom_conf_interval(sel, shown, confidence_level=0.95, interval="wilson")
+    assert lo == pytest.approx(want_lo, abs=1e-12) and hi == pytest.approx(want_hi, abs=1e-12)
     # Talk
     talk = ref["talk"]
     got_t = {r[0]: r[1:] for r in con.execute(
@@ -172,7 +185,7 @@ def sample_warehouse(tiny_sample, tmp_path_factory):
     db = tmp_path_factory.mktemp("cons") / "warehouse.duckdb"
     con = duckdb.connect(str(db))
     _ingest_folder(con, tiny_sample / "exports")
-    results = C.build_all(con)
+    results = build_all(con)
     yield con, results, tiny_sample / "exports"
     con.close()
 
@@ -202,19 +215,19 @@ def test_sample_subject_consensus_and_checks(sample_warehouse):
     vc = dict(con.execute("SELECT subject_id, shown FROM consensus.volunteer_consensus").fetchall())
     assert all(rows[s][3] == vc.get(s, 0) for s in rows)
     for table in ("volunteer_consensus", "subject_consensus"):
-        assert C.check_counts(con, table) == {**C.check_counts(con, table), "selected_out_of_range": 0,
+        assert checks.check_counts(con, table) == {**checks.check_counts(con, table), "selected_out_of_range": 0,
                                               "fraction_out_of_range": 0, "interval_invalid": 0}
-        assert C.duplicate_keys(con, table)[0] == 0
-        assert C.orphan_rows(con, table)[0] == 0
-    assert C.orphan_rows(con, "talk_consensus")[0] == 0
-    summary = C.fraction_summary(con)
+        assert checks.duplicate_keys(con, table)[0] == 0
+        assert checks.orphan_rows(con, table)[0] == 0
+    assert checks.orphan_rows(con, "talk_consensus")[0] == 0
+    summary = checks.fraction_summary(con)
     assert summary["images_shown"] == len(vc) and 0 <= summary["fraction_mean"] <= 1
 
 
 def test_rerun_without_new_data_is_unchanged(sample_warehouse):
     con, _, _ = sample_warehouse
     before = _snapshot(con)
-    again = C.build_all(con)
+    again = build_all(con)
     assert {k: r.mode for k, r in again.items() if k != "image_exposures"} == {
         "volunteer_consensus": "unchanged", "talk_consensus": "unchanged", "subject_consensus": "unchanged"}
     assert _snapshot(con) == before
@@ -226,41 +239,31 @@ def test_rerun_without_new_data_is_unchanged(sample_warehouse):
 # incremental == full, on a generated export split in two pulls
 # ----------------------------------------------------------------------------------------------------------------
 
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("consensus_scale", REPO / "benchmarks" / "consensus_scale.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("consensus_scale", mod)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_incremental_update_equals_full_rebuild(tmp_path):
-    bench = _bench_module()
     total, first = 6000, 5500
-    bench.generate_export(tmp_path / "a", total, images=32000, seed=7, stop=first)
-    bench.generate_export(tmp_path / "b", total, images=32000, seed=7, start=first, with_subjects=False)
-    bench.generate_export(tmp_path / "all", total, images=32000, seed=7)
+    generate_export(tmp_path / "a", total, images=32000, seed=7, stop=first)
+    generate_export(tmp_path / "b", total, images=32000, seed=7, start=first, with_subjects=False)
+    generate_export(tmp_path / "all", total, images=32000, seed=7)
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     _ingest_folder(con, tmp_path / "a")
-    C.build_all(con)
-    rt.ingest_classifications_csv(con, tmp_path / "b" / "weird-and-wonderful-classifications.csv",
-                                  pseudonym_key=KEY)
-    res = C.build_all(con)
+    build_all(con)
+    ingest_classifications_csv(con, tmp_path / "b" / CLASSIFICATIONS_CSV, pseudonym_key=KEY)
+    res = build_all(con)
     assert res["volunteer_consensus"].mode == "incremental"
     assert res["volunteer_consensus"].new_input_rows > 0
     assert 0 < res["volunteer_consensus"].rows_changed < res["volunteer_consensus"].rows_total
     assert res["talk_consensus"].mode == "unchanged"
     assert res["subject_consensus"].mode == "unchanged"     # a view: current without any work
     incremental = _snapshot(con)
-    C.build_all(con, full=True)
+    build_all(con, full=True)
     assert _snapshot(con) == incremental
     # a full build in several partitions (as for large exports) gives the same tables, bookkeeping included
     one = con.execute("SELECT * EXCLUDE (build_id) FROM consensus.volunteer_consensus ORDER BY subject_id").fetchall()
-    C.SUBJECTS_PER_PARTITION, before = 3000, C.SUBJECTS_PER_PARTITION
+    subjects.SUBJECTS_PER_PARTITION, before = 3000, subjects.SUBJECTS_PER_PARTITION
     try:
-        res = C.build_all(con, full=True, partition_exposures=20_000)
+        res = build_all(con, full=True, partition_exposures=20_000)
     finally:
-        C.SUBJECTS_PER_PARTITION = before
+        subjects.SUBJECTS_PER_PARTITION = before
     assert con.execute(
         "SELECT * EXCLUDE (build_id) FROM consensus.volunteer_consensus ORDER BY subject_id").fetchall() == one
     assert _snapshot(con) == incremental
@@ -285,7 +288,7 @@ def test_incremental_update_equals_full_rebuild(tmp_path):
 @pytest.fixture
 def raw_con():
     con = duckdb.connect()
-    rt.ensure_raw_schema(con)
+    ensure_raw_schema(con)
     con.execute("""INSERT INTO raw.subjects (subject_id, subject_set_id, object_id, ra, dec, image_ref, updated_at,
                                              ingest_id, ingested_at)
                    SELECT s, 1, 'obj' || s, 150.0 + s / 100, 2.0, s || '.png', TIMESTAMP '2022-01-01', 's1', now()
@@ -311,7 +314,7 @@ def _vc(con) -> dict:
 @pytest.mark.parametrize("top_volunteers", [0, 2, 256])
 def test_repeats_never_count_twice_and_invalid_clicks_are_quarantined(raw_con, monkeypatch, top_volunteers):
     # top volunteers are checked through bits in the image rows, the others through their earlier pages
-    monkeypatch.setattr(C, "TOP_VOLUNTEERS", top_volunteers)
+    monkeypatch.setattr(volunteer_keys, "TOP_VOLUNTEERS", top_volunteers)
     con = raw_con
     _add_pages(con, [
         (1, "v_a", 1, [10, 11, 12], [10]),
@@ -320,7 +323,7 @@ def test_repeats_never_count_twice_and_invalid_clicks_are_quarantined(raw_con, m
         (4, "anon_b", 4, [10, 13, 14], [13, 99]),  # 99 was not on the page
         (5, "v_c", 5, [], [11]),                   # no page list at all
     ])
-    C.build_all(con)
+    build_all(con)
     vc = _vc(con)
     assert vc[10] == (2, 1, 4)   # v_a and anon_b saw it; only v_a clicked it; four pages showed it
     assert vc[11] == (1, 1, 2)
@@ -328,32 +331,35 @@ def test_repeats_never_count_twice_and_invalid_clicks_are_quarantined(raw_con, m
     assert vc[13] == (2, 1, 2)
     assert 99 not in vc
     q = sorted(con.execute("SELECT classification_id, subject_id, reason FROM consensus.quarantine").fetchall())
-    assert q == [(4, 99, C.REASON_NOT_ON_PAGE), (5, 11, C.REASON_NO_PAGE)]
-    counts = C.quarantine_counts(con)
-    assert counts[f"click: {C.REASON_NOT_ON_PAGE}"] == 1 and counts[f"click: {C.REASON_NO_PAGE}"] == 1
+    assert q == [(4, 99, REASON_NOT_ON_PAGE), (5, 11, REASON_NO_PAGE)]
+    counts = checks.quarantine_counts(con)
+    assert counts[f"click: {REASON_NOT_ON_PAGE}"] == 1 and counts[f"click: {REASON_NO_PAGE}"] == 1
     # a later pull in which v_a meets image 10 yet again and anon_b clicks 10 for the first time
     _add_pages(con, [(6, "v_a", 6, [10, 15], [10]), (7, "anon_b", 7, [10, 16], [10]),
                      (8, "v_d", 8, [16, 17], [99])], ingest="i2")
-    res = C.build_all(con)
+    res = build_all(con)
     assert res["volunteer_consensus"].mode == "incremental"
     vc = _vc(con)
     assert vc[10] == (2, 2, 6)
     assert vc[16] == (2, 0, 2)
     incremental = _snapshot(con)
-    C.build_all(con, full=True)
+    build_all(con, full=True)
     assert _snapshot(con) == incremental
 
 
-def test_wilson_interval_known_values():
-    lo, hi = C.wilson_interval(5, 10)
-    assert (lo, hi) == pytest.approx((0.236593, 0.763407), abs=1e-6)
-    lo, hi = C.wilson_interval(0, 20)
-    assert lo == 0.0 and hi == pytest.approx(0.161125, abs=1e-6)
-    assert C.wilson_interval(0, 0) == (None, None)
+def test_wilson_sql_known_values_and_astropy():
     con = duckdb.connect()
-    frac, lo_sql, hi_sql = C._wilson_sql("k", "n")
-    got = con.execute(f"SELECT {frac}, {lo_sql}, {hi_sql} FROM (SELECT 7 AS k, 9 AS n)").fetchone()
-    assert got == pytest.approx((7 / 9, *C.wilson_interval(7, 9)), abs=1e-12)
+    frac, lo, hi = wilson_sql("k", "n")
+
+    def sql(k: int, n: int) -> tuple:
+        return con.execute(f"SELECT {frac}, {lo}, {hi} FROM (SELECT {k} AS k, {n} AS n)").fetchone()
+
+    assert sql(5, 10)[1:] == pytest.approx((0.236593, 0.763407), abs=1e-6)
+    assert sql(0, 20)[1] == 0.0 and sql(0, 20)[2] == pytest.approx(0.161125, abs=1e-6)
+    assert sql(0, 0) == (None, 0.0, 1.0)      # no trials: no fraction, the whole unit interval
+    for k, n in ((7, 9), (0, 1), (1, 1), (3, 40), (40, 40), (1, 1000)):
+        want = binom_conf_interval(k, n, confidence_level=0.95, interval="wilson")
+        assert sql(k, n) == pytest.approx((k / n, *want), abs=1e-12)
 
 
 @pytest.mark.parametrize("text,tag", [
@@ -362,9 +368,9 @@ def test_wilson_interval_known_values():
     ("merger🙂", "merger"),
 ])
 def test_tag_normalisation_sql_matches_python(text, tag):
-    assert C.normalise_tag(text) == tag
+    assert normalise_tag(text) == tag
     con = duckdb.connect()
-    assert con.execute(f"SELECT {C._norm_tag_sql('x')} FROM (SELECT ?::VARCHAR AS x)", [text]).fetchone()[0] == tag
+    assert con.execute(f"SELECT {normalise_tag_sql('x')} FROM (SELECT ?::VARCHAR AS x)", [text]).fetchone()[0] == tag
 
 
 def test_hashtags_from_text_and_tag_records(raw_con):
@@ -379,7 +385,7 @@ def test_hashtags_from_text_and_tag_records(raw_con):
                                               ingest_id) VALUES
         (1, 'merger', 'v_a', 1, 10, 'Subject', 't2'), (2, 'lens', 'v_c', 9, 12, 'Subject', 't2'),
         (3, 'ring', 'v_a', 5, 77, 'Discussion', 't2')""")
-    C.build_all(con)
+    build_all(con)
     rows = {r[0]: r[1:] for r in con.execute(
         "SELECT subject_id, comments, commenters, hashtags, top_tag, top_tag_share FROM consensus.talk_consensus"
     ).fetchall()}
@@ -390,7 +396,7 @@ def test_hashtags_from_text_and_tag_records(raw_con):
     # a new comment later: only that image is recomputed
     con.execute("""INSERT INTO raw.talk_comments (comment_id, focus_subject_id, commenter_id, comment_body,
                    created_at, ingest_id) VALUES (5, 11, 'v_c', '#Lens', '2022-02-01', 't3')""")
-    res = C.build_talk_consensus(con)
+    res = build_talk_consensus(con)
     assert (res.mode, res.rows_changed) == ("incremental", 1)
     assert con.execute("SELECT hashtags FROM consensus.talk_consensus WHERE subject_id = 11").fetchone()[0] == {
         "lens": 1}
@@ -399,41 +405,41 @@ def test_hashtags_from_text_and_tag_records(raw_con):
 def test_volunteer_key_collision_falls_back_to_a_new_salt(raw_con, monkeypatch):
     con = raw_con
     _add_pages(con, [(1, "v_a", 1, [10, 11], [10]), (2, "v_b", 2, [10, 11], [11]), (3, "v_c", 3, [10], [])])
-    original = C._vkey_sql
-    monkeypatch.setattr(C, "_vkey_sql", lambda col, salt: "42::UBIGINT" if salt == 0 else original(col, salt))
-    res = C.build_volunteer_consensus(con)
+    original = volunteer_keys.vkey_sql
+    monkeypatch.setattr(volunteer_keys, "vkey_sql", lambda col, salt: "42::UBIGINT" if salt == 0 else original(col, salt))
+    res = build_volunteer_consensus(con)
     assert "collision" in res.reason
     assert _vc(con)[10] == (3, 1, 3) and _vc(con)[11] == (2, 1, 2)
-    assert C._state(con, "volunteer_consensus", "salt") == ["1"]
+    assert read_state(con, "volunteer_consensus", "salt") == ["1"]
 
 
 def test_subjects_arriving_after_their_classifications(raw_con):
     con = raw_con
     _add_pages(con, [(1, "v_a", 1, [10, 25], [25]), (2, "v_b", 2, [25, 26], [])])
-    C.build_all(con)
-    assert C.orphan_rows(con, "volunteer_consensus") == (2, [25, 26])
+    build_all(con)
+    assert checks.orphan_rows(con, "volunteer_consensus") == (2, [25, 26])
     con.execute("""INSERT INTO raw.subjects (subject_id, subject_set_id, object_id, ra, dec, image_ref, updated_at,
                                              ingest_id, ingested_at)
                    VALUES (25, 1, 'obj25', 1.5, 2.5, '25.png', TIMESTAMP '2022-02-01', 's2', now()),
                           (10, 2, 'obj10-new', 9.0, 9.0, '10b.png', TIMESTAMP '2022-03-01', 's2', now())""")
-    res = C.build_all(con)
+    res = build_all(con)
     assert res["subject_consensus"].mode == "incremental"
     rows = {r[0]: r[1:] for r in con.execute(
         "SELECT subject_id, image_id, shown, selected FROM consensus.subject_consensus").fetchall()}
     assert rows[25] == ("obj25", 2, 1)
     assert rows[10] == ("obj10-new", 1, 0)     # the most recently updated link gives the identity
     incremental = _snapshot(con)
-    C.build_all(con, full=True)
+    build_all(con, full=True)
     assert _snapshot(con) == incremental
     # an older link of 25: still the newest link wins, also when the multi-link subjects are split in partitions
     con.execute("""INSERT INTO raw.subjects (subject_id, subject_set_id, object_id, ra, dec, image_ref, updated_at,
                                              ingest_id, ingested_at)
                    VALUES (25, 3, 'obj25-old', 0.0, 0.0, 'old.png', TIMESTAMP '2021-01-01', 's3', now())""")
-    C.SUBJECTS_PER_PARTITION, before = 1, C.SUBJECTS_PER_PARTITION
+    subjects.SUBJECTS_PER_PARTITION, before = 1, subjects.SUBJECTS_PER_PARTITION
     try:
-        C.build_all(con, full=True)
+        build_all(con, full=True)
     finally:
-        C.SUBJECTS_PER_PARTITION = before
+        subjects.SUBJECTS_PER_PARTITION = before
     identity = dict(con.execute("SELECT subject_id, image_id FROM consensus.subject_identity").fetchall())
     assert identity == {**{s: f"obj{s}" for s in range(11, 20)}, 10: "obj10-new", 25: "obj25"}
 
@@ -441,10 +447,10 @@ def test_subjects_arriving_after_their_classifications(raw_con):
 def test_raw_tables_rebuilt_forces_full_rebuild(raw_con):
     con = raw_con
     _add_pages(con, [(1, "v_a", 1, [10, 11], [10])])
-    C.build_all(con)
+    build_all(con)
     con.execute("DELETE FROM raw.classifications")
     _add_pages(con, [(2, "v_b", 2, [12], [12])], ingest="i9")
-    res = C.build_volunteer_consensus(con)
+    res = build_volunteer_consensus(con)
     assert res.mode == "full" and "lost" in res.reason
     assert _vc(con) == {12: (1, 1, 1)}
 
@@ -493,12 +499,12 @@ def test_assets_materialise_with_passing_checks(tiny_sample, storage_root):
 def test_partition_size_follows_the_memory_limit():
     con = duckdb.connect()
     con.execute("SET memory_limit = '20GB'")
-    assert C.partition_exposures_for(con) == C.DEFAULT_PARTITION_EXPOSURES
+    assert partitions.partition_exposures_for(con) == partitions.DEFAULT_PARTITION_EXPOSURES
     con.execute("SET memory_limit = '1GB'")
-    assert C.memory_limit_bytes(con) == pytest.approx(1e9, rel=0.01)
-    assert C.partition_exposures_for(con) == pytest.approx(1e9 / C.BYTES_PER_PARTITION_EXPOSURE, rel=0.01)
+    assert partitions.memory_limit_bytes(con) == pytest.approx(1e9, rel=0.01)
+    assert partitions.partition_exposures_for(con) == pytest.approx(1e9 / partitions.BYTES_PER_PARTITION_EXPOSURE, rel=0.01)
     con.execute("SET memory_limit = '10MB'")
-    assert C.partition_exposures_for(con) == 1_000_000
+    assert partitions.partition_exposures_for(con) == 1_000_000
 
 
 def test_warehouse_memory_limit_and_threads_come_from_the_environment(tmp_path):
@@ -514,20 +520,20 @@ def test_warehouse_memory_limit_and_threads_come_from_the_environment(tmp_path):
     resource = DuckDBResource(database=str(tmp_path / "w.duckdb"), connection_config=config)
     with resource.get_connection() as con:
         assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 1
-        assert C.memory_limit_bytes(con) == pytest.approx(1e9, rel=0.01)
-        assert C.partition_exposures_for(con) < C.DEFAULT_PARTITION_EXPOSURES
+        assert partitions.memory_limit_bytes(con) == pytest.approx(1e9, rel=0.01)
+        assert partitions.partition_exposures_for(con) < partitions.DEFAULT_PARTITION_EXPOSURES
 
 
 def test_exposure_count_follows_ingests(raw_con):
     con = raw_con
-    assert C.build_image_exposures(con).rows_total == 0
+    assert build_image_exposures(con).rows_total == 0
     _add_pages(con, [(1, "a", 1, [10, 11, 12, 13], [11]), (2, "b", 2, [10, 14], [])])
-    first = C.build_image_exposures(con)
-    total = lambda: con.execute("SELECT count(*) FROM consensus.image_exposures").fetchone()[0]  # noqa: E731
+    first = build_image_exposures(con)
+    total = lambda: con.execute("SELECT count(*) FROM consensus.image_exposures").fetchone()[0]
     assert first.rows_total == total() == 6
     # a new ingest adds its pages; a deleted one (raw tables rebuilt) drops out
     con.execute("""INSERT INTO raw.classifications (classification_id, volunteer_id, page_subject_ids,
                    selected_subject_ids, ingest_id) VALUES (1, 'v_x', [1, 2, 3], [], 'ing_extra')""")
-    assert C.build_image_exposures(con).rows_total == total() == first.rows_total + 3
+    assert build_image_exposures(con).rows_total == total() == first.rows_total + 3
     con.execute("DELETE FROM raw.classifications WHERE ingest_id = 'ing_extra'")
-    assert C.build_image_exposures(con).rows_total == total() == first.rows_total
+    assert build_image_exposures(con).rows_total == total() == first.rows_total
