@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ww_assets.analysis import comparison
+from ww_assets.analysis import comparison, statistics
 from ww_assets.analysis.comparison import COMPARISON_COLUMNS, ComparisonConfig
 
 
@@ -60,11 +60,69 @@ def test_table_has_stated_columns_and_intervals(table):
     pd.testing.assert_frame_equal(out, comparison.compare_scores(table, cfg))
 
 
-def test_auroc_matches_sklearn(table):
-    from sklearn.metrics import roc_auc_score
+def test_auroc_is_the_probability_a_positive_outranks_a_negative(table):
+    """Both AUROC forms (the point estimate and the vectorised one the bootstrap resamples) against the definition,
+    counted over every (positive, negative) pair with ties as one half."""
+    y = (table["fraction"] > 0.3).to_numpy()
+    s = table["anomaly_score"].round(1).to_numpy()  # rounded: ties must count one half
+    pos, neg = s[y][:, None], s[~y][None, :]
+    expected = ((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (pos.size * neg.size)
+    assert statistics.auroc(s, y) == pytest.approx(expected, abs=1e-12)
+    assert statistics.auroc_statistic(s[y], s[~y]) == pytest.approx(expected, abs=1e-12)
+    batch = np.stack([s, s[::-1]])  # rows are resamples: each row's own AUROC
+    got = statistics.auroc_statistic(batch[:, y], batch[:, ~y])
+    assert got == pytest.approx([expected, statistics.auroc(s[::-1], y)], abs=1e-12)
+    assert np.isnan(statistics.auroc(s, np.ones_like(y)))
 
-    y = table["fraction"] > 0.3
-    assert comparison.auroc(table["anomaly_score"], y) == pytest.approx(roc_auc_score(y, table["anomaly_score"]))
+
+def test_vectorised_statistics_match_their_definitions(table):
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(7)
+    x = table["image_score"].to_numpy()
+    f = table["fraction"].to_numpy()
+    high = f > 0.3
+    rows = rng.integers(0, len(x), size=(3, len(x)))
+    got = statistics.spearman_statistic(x[rows], f[rows])
+    assert got == pytest.approx([spearmanr(x[r], f[r]).statistic for r in rows], abs=1e-12)
+    n_top = round(0.05 * len(x))
+    order = np.argsort(-x)[:n_top]
+    assert statistics.top_share(x, high, 0.05) == pytest.approx(high[order].mean())
+    shares = statistics.top_share(x[rows], high[rows], 0.05)
+    assert shares == pytest.approx([high[r][np.argsort(-x[r])[:n_top]].mean() for r in rows])
+
+
+def test_bootstrap_interval_is_seeded_and_means_what_it_says():
+    """The percentile interval of a mean over 2000 values: close to the normal-theory mean +- 1.96 s / sqrt(n)."""
+    v = np.random.default_rng(3).exponential(size=2000)
+    kw = dict(n_resamples=2000, confidence_level=0.95, paired=False)
+    lo, hi = statistics.bootstrap_interval((v,), np.mean, rng=np.random.default_rng(1), **kw)
+    half = 1.96 * v.std(ddof=1) / np.sqrt(v.size)
+    assert lo < v.mean() < hi
+    assert (lo, hi) == pytest.approx((v.mean() - half, v.mean() + half), abs=0.15 * half)
+    assert (lo, hi) == statistics.bootstrap_interval((v,), np.mean, rng=np.random.default_rng(1), **kw)
+    # One observation: every resample is that value; a constant sample: Spearman undefined, no interval.
+    assert statistics.bootstrap_interval((np.array([0.25]),), np.mean, rng=np.random.default_rng(1), **kw) == \
+        (0.25, 0.25)
+    nan = statistics.bootstrap_interval((v, np.ones_like(v)), statistics.spearman_statistic,
+                                        rng=np.random.default_rng(1), n_resamples=200, confidence_level=0.95,
+                                        paired=True)
+    assert np.isnan(nan).all()
+
+
+def test_wilson_interval_known_values():
+    """Published Wilson 95% intervals (Newcombe 1998, table I): 0/10, 1/29 and 81/263."""
+    lo, hi = statistics.wilson_interval([0, 1, 81, 3], [10, 29, 263, 0])
+    assert lo[:3] == pytest.approx([0.0, 0.0061, 0.2553], abs=1e-4)
+    assert hi[:3] == pytest.approx([0.2775, 0.1718, 0.3662], abs=1e-4)
+    assert np.isnan(lo[3]) and np.isnan(hi[3])
+
+
+def test_consensus_class_labels():
+    t = pd.DataFrame({"shown": [1, 5, 5, 5, np.nan], "fraction": [1.0, 0.0, 0.2, 0.5, np.nan]})
+    got = comparison.consensus_class(t, threshold=0.5, min_shown=3).tolist()
+    assert got == ["not shown", "never selected", "low", "high consensus", "not shown"]
+    assert set(got) <= set(comparison.CONSENSUS_CLASSES)
 
 
 def test_interest_model_uses_map_position_and_is_cross_validated(table):

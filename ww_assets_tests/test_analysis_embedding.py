@@ -6,16 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ww_assets.analysis import embedding
-from ww_assets.storage import StorageLayout
+from ww_assets.analysis import embedding, latents
+from ww_assets.storage import RELEASE_SCORES_FILE, StorageLayout
 
 
 def write_batch(layout: StorageLayout, batch: str, ids, z) -> None:
     d = layout.scores_dir(batch)
     d.mkdir(parents=True, exist_ok=True)
-    np.save(d / "latent_vectors.npy", np.asarray(z, np.float32))
+    np.save(layout.latents_file(batch), np.asarray(z, np.float32))
     pd.DataFrame({"image_identifier": ids, "image score": 0.0, "feature score": 0.0, "anomaly score": 0.0}
-                 ).to_csv(d / "anomaly_scores.csv", index=False)
+                 ).to_csv(d / RELEASE_SCORES_FILE, index=False)
 
 
 def test_load_latents_keeps_row_order_and_quarantines(tmp_path):
@@ -25,16 +25,17 @@ def test_load_latents_keeps_row_order_and_quarantines(tmp_path):
     z1[1, 2] = np.nan
     write_batch(layout, "a", ["001", "002", "003"], z0)
     write_batch(layout, "b", ["004", "005", "002"], z1)  # 005 non-finite, 002 already in batch a
-    ls = embedding.load_latents(layout)
+    assert latents.score_batches(layout) == ["a", "b"]
+    ls = latents.load_latents(layout)
     assert list(ls.index["image_id"]) == ["001", "002", "003", "004"]  # ids stay text: leading zeros kept
     np.testing.assert_array_equal(ls.latents[:3], z0)
     assert dict(zip(ls.dropped["image_id"], ls.dropped["reason"])) == {
         "005": "non-finite latent vector", "002": "image already read from an earlier batch"}
     write_batch(layout, "c", ["x", "y"], np.zeros((3, 4)))
     with pytest.raises(ValueError, match=r"batch 'c'.*shape \(3, 4\).*2 rows"):
-        embedding.load_latents(layout)
+        latents.load_latents(layout)
     with pytest.raises(FileNotFoundError, match="no latent vectors"):
-        embedding.load_latents(StorageLayout(tmp_path / "empty"))
+        latents.load_latents(StorageLayout(tmp_path / "empty"))
 
 
 def test_umap_keeps_clusters_and_neighbourhoods():

@@ -6,8 +6,10 @@ The paper's comparison, per score (image, feature, anomaly):
 * AUROC of the score for telling *high-consensus* images (fraction >= threshold) from the rest;
 * the share of high-consensus images among the score's top ``top_fraction`` (vs the base rate);
 
-each with a percentile bootstrap interval (images resampled with replacement; for AUROC, positives and negatives
-resampled separately so every replicate has both). Only images shown at least ``min_shown`` times enter.
+each with a seeded percentile bootstrap interval (``statistics.bootstrap_interval``: scipy's bootstrap; images
+resampled with replacement, for AUROC positives and negatives resampled separately so every replicate has both).
+Only images shown at least ``min_shown`` times enter. ``consensus_class`` names the four groups the figures and
+galleries use (not shown, never selected, low, high consensus).
 
 Then a small, explainable model of volunteer interest: logistic regression on standardised scores plus the image's
 position in the latent map (UMAP x, y), cross-validated (stratified folds) against the score-only model, with a
@@ -23,17 +25,36 @@ No Dagster here: plain frames in, frames out.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
-SCORE_COLUMNS = ("image_score", "feature_score", "anomaly_score")
+from ww_assets.analysis.statistics import (
+    auroc,
+    auroc_statistic,
+    bootstrap_interval,
+    spearman_statistic,
+    top_share,
+    wilson_interval,
+)
+from ww_assets.scores.release import SCORE_COLUMNS as _SCORE_TABLE_COLUMNS
+
+__all__ = [
+    "COMPARISON_COLUMNS", "CONSENSUS_CLASSES", "SCORE_COLUMNS", "SCORE_LABELS", "ComparisonConfig", "InterestModel",
+    "build_image_table", "by_class_table", "comparable", "compare_scores", "consensus_by_image", "consensus_class",
+    "disagreements", "fit_interest_model", "roc_points",
+]
+
+SCORE_COLUMNS = tuple(_SCORE_TABLE_COLUMNS)
 SCORE_LABELS = {"image_score": "image score", "feature_score": "feature score", "anomaly_score": "anomaly score"}
 COMPARISON_COLUMNS = [
     "score", "n_images", "n_high_consensus", "threshold", "spearman_rho", "spearman_ci_low", "spearman_ci_high",
     "spearman_p", "auroc", "auroc_ci_low", "auroc_ci_high", "top_fraction", "top_high_share", "top_high_share_ci_low",
     "top_high_share_ci_high", "base_rate", "n_boot", "ci_level",
 ]
+#: ``consensus_class`` labels, in the order the figures list them
+CONSENSUS_CLASSES = ("never selected", "low", "high consensus", "not shown")
 
 
 @dataclass
@@ -68,21 +89,6 @@ class ComparisonConfig:
 # --------------------------------------------------------------------------------------------------------------
 # Joining scores, consensus and the latent map into one per-image table
 # --------------------------------------------------------------------------------------------------------------
-
-
-def wilson_interval(selected, shown, z: float = 1.959964) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval for selected/shown (NaN where shown == 0)."""
-    k = np.asarray(selected, dtype=float)
-    n = np.asarray(shown, dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = k / n
-        den = 1 + z * z / n
-        centre = (p + z * z / (2 * n)) / den
-        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-        lo, hi = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
-    lo[n <= 0] = np.nan
-    hi[n <= 0] = np.nan
-    return lo, hi
 
 
 def consensus_by_image(consensus: pd.DataFrame) -> pd.DataFrame:
@@ -178,98 +184,49 @@ def comparable(table: pd.DataFrame, config: ComparisonConfig) -> pd.DataFrame:
     return out
 
 
+def consensus_class(table: pd.DataFrame, threshold: float, min_shown: int) -> pd.Series:
+    """Label each image (``CONSENSUS_CLASSES``): not shown (< min_shown), never selected, low, or high consensus."""
+    never, low, high, not_shown = CONSENSUS_CLASSES
+    shown = table["shown"].fillna(0).to_numpy()
+    frac = table["fraction"].to_numpy(float)
+    out = np.where(shown < min_shown, not_shown,
+                   np.where(frac >= threshold, high, np.where(frac > 0, low, never)))
+    return pd.Series(out, index=table.index)
+
+
 # --------------------------------------------------------------------------------------------------------------
-# Statistics with bootstrap intervals
+# The per-score comparison (statistics and intervals: statistics.py)
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _rank_rows(a: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
+def _score_statistics(s: np.ndarray, frac: np.ndarray, high: np.ndarray, config: ComparisonConfig,
+                      rng: np.random.Generator) -> dict:
+    """One score's estimates and intervals; ``rng`` is drawn from in the order Spearman, AUROC, top share."""
+    from scipy.stats import spearmanr
 
-    return rankdata(a, axis=-1).astype(np.float64)
-
-
-def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    x = x - x.mean(axis=-1, keepdims=True)
-    y = y - y.mean(axis=-1, keepdims=True)
-    den = np.sqrt((x * x).sum(axis=-1) * (y * y).sum(axis=-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (x * y).sum(axis=-1) / den
-
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve via the rank-sum identity (ties count one half). NaN without both classes."""
-    labels = np.asarray(labels, dtype=bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    r = _rank_rows(np.asarray(scores, dtype=float))
-    return float((r[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def _chunks(n_boot: int, n: int, budget: int = 20_000_000):
-    per = max(1, budget // max(n, 1))
-    for start in range(0, n_boot, per):
-        yield min(per, n_boot - start)
-
-
-def bootstrap_spearman(x, y, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    n = len(x)
-    out = []
-    for b in _chunks(n_boot, n):
-        idx = rng.integers(0, n, size=(b, n))
-        out.append(_pearson_rows(_rank_rows(x[idx]), _rank_rows(y[idx])))
-    return np.concatenate(out)
-
-
-def bootstrap_auroc(scores, labels, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
-    pos, neg = scores[labels], scores[~labels]
-    n_pos, n_neg = len(pos), len(neg)
-    if n_pos == 0 or n_neg == 0:
-        return np.full(n_boot, np.nan)
-    out = []
-    for b in _chunks(n_boot, n_pos + n_neg):
-        sample = np.concatenate([pos[rng.integers(0, n_pos, size=(b, n_pos))],
-                                 neg[rng.integers(0, n_neg, size=(b, n_neg))]], axis=1)
-        r = _rank_rows(sample)
-        out.append((r[:, :n_pos].sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-    return np.concatenate(out)
-
-
-def _top_share(scores: np.ndarray, labels: np.ndarray, top_fraction: float) -> float:
-    n_top = max(1, int(round(top_fraction * len(scores))))
-    top = np.argsort(-scores, kind="stable")[:n_top]
-    return float(labels[top].mean())
-
-
-def bootstrap_top_share(scores, labels, top_fraction, n_boot, rng) -> np.ndarray:
-    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
-    n = len(scores)
-    n_top = max(1, int(round(top_fraction * n)))
-    out = np.empty(n_boot)
-    for i in range(n_boot):
-        idx = rng.integers(0, n, size=n)
-        s = scores[idx]
-        top = np.argpartition(-s, n_top - 1)[:n_top]
-        out[i] = labels[idx][top].mean()
-    return out
-
-
-def _interval(samples: np.ndarray, level: float) -> tuple[float, float]:
-    samples = samples[np.isfinite(samples)]
-    if samples.size == 0:
-        return float("nan"), float("nan")
-    a = (1 - level) / 2
-    lo, hi = np.quantile(samples, [a, 1 - a])
-    return float(lo), float(hi)
+    boot = dict(n_resamples=config.n_boot, confidence_level=config.ci_level, rng=rng)
+    if np.ptp(s) == 0 or np.ptp(frac) == 0:
+        rho, p = float("nan"), float("nan")
+    else:
+        res = spearmanr(s, frac)
+        rho, p = float(res.statistic), float(res.pvalue)
+    rho_lo, rho_hi = bootstrap_interval((s, frac), spearman_statistic, paired=True, **boot)
+    if high.any() and not high.all():
+        au_lo, au_hi = bootstrap_interval((s[high], s[~high]), auroc_statistic, paired=False, **boot)
+    else:
+        au_lo, au_hi = float("nan"), float("nan")
+    share = partial(top_share, top_fraction=config.top_fraction)
+    top_lo, top_hi = bootstrap_interval((s, high), share, paired=True, **boot)
+    return dict(spearman_rho=rho, spearman_ci_low=rho_lo, spearman_ci_high=rho_hi, spearman_p=p,
+                auroc=auroc(s, high), auroc_ci_low=au_lo, auroc_ci_high=au_hi, top_high_share=float(share(s, high)),
+                top_high_share_ci_low=top_lo, top_high_share_ci_high=top_hi)
 
 
 def compare_scores(table: pd.DataFrame, config: ComparisonConfig | None = None) -> pd.DataFrame:
-    """The comparison table: one row per score, columns ``COMPARISON_COLUMNS``."""
-    from scipy.stats import spearmanr
+    """The comparison table: one row per score, columns ``COMPARISON_COLUMNS``.
 
+    Each score's bootstrap draws from its own generator, seeded by ``(config.seed, position of the score)``.
+    """
     config = config or ComparisonConfig()
     config.validate()
     data = comparable(table, config)
@@ -281,25 +238,11 @@ def compare_scores(table: pd.DataFrame, config: ComparisonConfig | None = None) 
     rows = []
     for i, col in enumerate(config.score_columns):
         rng = np.random.default_rng([config.seed, i])
-        s = data[col].to_numpy(float)
-        if np.ptp(s) == 0 or np.ptp(frac) == 0:
-            rho, p = float("nan"), float("nan")
-        else:
-            res = spearmanr(s, frac)
-            rho, p = float(res.statistic), float(res.pvalue)
-        rho_lo, rho_hi = _interval(bootstrap_spearman(s, frac, config.n_boot, rng), config.ci_level)
-        au = auroc(s, high)
-        au_lo, au_hi = _interval(bootstrap_auroc(s, high, config.n_boot, rng), config.ci_level)
-        top = _top_share(s, high, config.top_fraction)
-        top_lo, top_hi = _interval(bootstrap_top_share(s, high, config.top_fraction, config.n_boot, rng),
-                                   config.ci_level)
         rows.append(dict(
             score=col, n_images=len(data), n_high_consensus=int(high.sum()),
-            threshold=config.high_consensus_threshold, spearman_rho=rho, spearman_ci_low=rho_lo,
-            spearman_ci_high=rho_hi, spearman_p=p, auroc=au, auroc_ci_low=au_lo, auroc_ci_high=au_hi,
-            top_fraction=config.top_fraction, top_high_share=top, top_high_share_ci_low=top_lo,
-            top_high_share_ci_high=top_hi, base_rate=float(high.mean()), n_boot=config.n_boot,
-            ci_level=config.ci_level,
+            threshold=config.high_consensus_threshold, top_fraction=config.top_fraction,
+            base_rate=float(high.mean()), n_boot=config.n_boot, ci_level=config.ci_level,
+            **_score_statistics(data[col].to_numpy(float), frac, high, config, rng),
         ))
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
@@ -441,6 +384,9 @@ def by_class_table(table: pd.DataFrame, config: ComparisonConfig | None = None, 
                    score: str = "anomaly_score") -> pd.DataFrame:
     """Per injected class (sample only): volunteer fraction and machine score, each with a bootstrap interval.
 
+    The intervals are percentile bootstraps of the class mean, drawn in class order from one generator seeded by
+    ``config.seed``.
+
     Columns: class, n, mean_fraction (+ci), share_high_consensus, mean_score_sigma (+ci), share_machine_top
     (share in the score's top ``top_fraction`` over all shown images).
     """
@@ -456,15 +402,14 @@ def by_class_table(table: pd.DataFrame, config: ComparisonConfig | None = None, 
         sigma = (s - s.mean()) / (s.std() or 1.0)
     cut = np.quantile(s, 1 - config.top_fraction)
     data = data.assign(_sigma=sigma, _top=s >= cut)
-    rng = np.random.default_rng(config.seed)
+    boot = dict(n_resamples=config.n_boot, confidence_level=config.ci_level, rng=np.random.default_rng(config.seed),
+                paired=False)
     rows = []
     for cls, g in data.groupby(class_col, sort=True):
         f = g["fraction"].to_numpy(float)
         z = g["_sigma"].to_numpy(float)
-        bf = np.array([f[rng.integers(0, len(f), len(f))].mean() for _ in range(config.n_boot)])
-        bz = np.array([z[rng.integers(0, len(z), len(z))].mean() for _ in range(config.n_boot)])
-        flo, fhi = _interval(bf, config.ci_level)
-        zlo, zhi = _interval(bz, config.ci_level)
+        flo, fhi = bootstrap_interval((f,), np.mean, **boot)
+        zlo, zhi = bootstrap_interval((z,), np.mean, **boot)
         rows.append(dict(
             **{"class": str(cls)}, n=len(g), mean_fraction=float(f.mean()), fraction_ci_low=flo, fraction_ci_high=fhi,
             share_high_consensus=float(g["high_consensus"].mean()), mean_score_sigma=float(z.mean()),

@@ -16,7 +16,7 @@ than umap-learn on the CPU, and its neighbourhood preservation moved with every 
 ``init="auto"`` is umap-learn's spectral initialisation up to ``spectral_max_n`` points and PCA above (the sparse
 eigensolver dominates the run time at a million points). Every random draw is seeded by ``seed``.
 
-No Dagster here. ``load_latents`` reads the per-batch score folders written by the scores group.
+No Dagster here: arrays in, arrays out. The latents come from ``latents.load_latents`` (the per-batch files).
 """
 
 from __future__ import annotations
@@ -24,17 +24,19 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from ww_assets.storage import StorageLayout
+from ww_assets.analysis.similarity import cuda_available, knn
 
 BACKENDS = ("auto", "umap_learn", "umap_learn_torch_knn", "cuml")
 INITS = ("auto", "spectral", "pca", "random")
-LATENT_FILE = "latent_vectors.npy"
-RELEASE_SCORES_FILE = "anomaly_scores.csv"
+
+__all__ = [
+    "BACKENDS", "INITS", "UMAPConfig", "UMAPResult", "cuml_available", "default_epochs", "fit_umap",
+    "neighbourhood_preservation", "resolve_backend", "resolve_init", "umap_frame",
+]
 
 
 @dataclass
@@ -83,96 +85,12 @@ class UMAPResult:
         return d
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Reading latents from the partition files
-# --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LatentSet:
-    """Latent vectors of all batches, one row per image, with where each row came from."""
-
-    index: pd.DataFrame  # image_id, batch, row (row within its batch's files)
-    latents: np.ndarray  # (N, D) float32, same order as index
-    dropped: pd.DataFrame  # image_id, batch, row, reason
-
-
-def score_batches(layout: StorageLayout) -> list[str]:
-    """Batches whose score folder holds latent vectors, sorted by name."""
-    scores_root = layout.scores_dir("_").parent
-    if not scores_root.exists():
-        return []
-    return sorted(p.name for p in scores_root.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and (p / LATENT_FILE).exists())
-
-
-def load_latents(layout: StorageLayout, batches: Sequence[str] | None = None) -> LatentSet:
-    """Read ``latent_vectors.npy`` of each batch with the ids from the same folder's ``anomaly_scores.csv``.
-
-    The two files share row order (the release format). A batch whose files disagree in length fails with both
-    paths named. Rows with non-finite latents, and repeats of an image already read from an earlier batch, are
-    dropped and listed in ``dropped`` with the reason.
-    """
-    batches = list(batches) if batches is not None else score_batches(layout)
-    if not batches:
-        raise FileNotFoundError(f"no latent vectors under {layout.scores_dir('_').parent} (run latent_vectors first)")
-    parts, vecs, dropped = [], [], []
-    dim = None
-    for batch in batches:
-        folder = layout.scores_dir(batch)
-        npy, csv = folder / LATENT_FILE, folder / RELEASE_SCORES_FILE
-        for p in (npy, csv):
-            if not p.exists():
-                raise FileNotFoundError(f"batch {batch!r}: missing {p}")
-        z = np.load(npy, mmap_mode="r")
-        ids = pd.read_csv(csv, usecols=["image_identifier"], dtype={"image_identifier": str})["image_identifier"]
-        if z.ndim != 2 or z.shape[0] != len(ids):
-            raise ValueError(f"batch {batch!r}: {npy} has shape {z.shape} but {csv} has {len(ids)} rows")
-        if dim is None:
-            dim = z.shape[1]
-        elif z.shape[1] != dim:
-            raise ValueError(f"batch {batch!r}: latent dimension {z.shape[1]} differs from earlier batches ({dim})")
-        z = np.asarray(z, dtype=np.float32)
-        frame = pd.DataFrame({"image_id": ids.to_numpy(dtype=str), "batch": batch,
-                              "row": np.arange(len(ids), dtype=np.int64)})
-        finite = np.isfinite(z).all(axis=1)
-        if not finite.all():
-            dropped.append(frame[~finite].assign(reason="non-finite latent vector"))
-        parts.append(frame[finite])
-        vecs.append(z[finite])
-    index = pd.concat(parts, ignore_index=True)
-    latents = np.concatenate(vecs, axis=0) if len(vecs) > 1 else np.ascontiguousarray(vecs[0])
-    dup = index["image_id"].duplicated(keep="first").to_numpy()
-    if dup.any():
-        dropped.append(index[dup].assign(reason="image already read from an earlier batch"))
-        index = index[~dup].reset_index(drop=True)
-        latents = latents[~dup]
-    dropped_frame = (pd.concat(dropped, ignore_index=True) if dropped
-                     else pd.DataFrame({"image_id": pd.Series(dtype=str), "batch": pd.Series(dtype=str),
-                                        "row": pd.Series(dtype=np.int64), "reason": pd.Series(dtype=str)}))
-    return LatentSet(index=index, latents=latents, dropped=dropped_frame)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# UMAP
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:
-        return False
-
-
 def cuml_available() -> bool:
     try:
         import cuml  # noqa: F401
     except Exception:
         return False
-    return _cuda()
+    return cuda_available()
 
 
 def resolve_backend(backend: str) -> str:
@@ -182,7 +100,7 @@ def resolve_backend(backend: str) -> str:
         return backend
     if cuml_available():
         return "cuml"
-    return "umap_learn_torch_knn" if _cuda() else "umap_learn"
+    return "umap_learn_torch_knn" if cuda_available() else "umap_learn"
 
 
 def resolve_init(config: UMAPConfig, n: int) -> str:
@@ -204,7 +122,7 @@ def fit_umap(latents: np.ndarray, config: UMAPConfig | None = None, log=None) ->
     if x.ndim != 2 or n < 3:
         raise ValueError(f"need at least 3 latent vectors (N, D), got shape {x.shape}")
     if not np.isfinite(x).all():
-        raise ValueError("latent vectors contain NaN/inf; drop those rows first (load_latents does)")
+        raise ValueError("latent vectors contain NaN/inf; drop those rows first (latents.load_latents does)")
     n_neighbors = min(config.n_neighbors, n - 1)
     backend = resolve_backend(config.backend)
     if backend == "cuml" and not cuml_available():
@@ -218,8 +136,6 @@ def fit_umap(latents: np.ndarray, config: UMAPConfig | None = None, log=None) ->
         return _fit_umap_learn(x, config, n_neighbors, init, n_epochs, None, log)
     if backend == "umap_learn_torch_knn":
         t0 = time.perf_counter()
-        from ww_assets.analysis.similarity import knn
-
         res = knn(x, n_neighbors, metric=config.metric, backend="torch", exclude_self=False, device=config.device)
         t_knn = time.perf_counter() - t0
         log(f"exact kNN on {res.device}: {t_knn:.1f} s")
@@ -290,8 +206,6 @@ def neighbourhood_preservation(latents: np.ndarray, embedding: np.ndarray, k: in
 
     Measured on ``n_query`` random points against all points: a quality figure that scales to 1M points.
     """
-    from ww_assets.analysis.similarity import knn
-
     n = latents.shape[0]
     rng = np.random.default_rng(seed)
     q = rng.choice(n, size=min(n_query, n), replace=False)

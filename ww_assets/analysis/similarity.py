@@ -24,6 +24,9 @@ import pandas as pd
 METRICS = ("euclidean", "cosine")
 BACKENDS = ("auto", "sklearn", "torch")
 
+__all__ = ["BACKENDS", "METRICS", "KNNResult", "cuda_available", "knn", "more_like_this", "neighbour_table",
+           "resolve_backend"]
+
 
 @dataclass(frozen=True)
 class KNNResult:
@@ -50,7 +53,8 @@ def _prepare(x: np.ndarray, metric: str) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def _cuda_available() -> bool:
+def cuda_available() -> bool:
+    """Whether torch is importable and sees a GPU (False, not an error, without torch or with a broken CUDA)."""
     try:
         import torch
 
@@ -63,7 +67,7 @@ def resolve_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "torch" if _cuda_available() else "sklearn"
+        return "torch" if cuda_available() else "sklearn"
     return backend
 
 
