@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     import dagster as dg
     import yaml
 
-    from ww_assets_tests import ops_support as ops
+    from ww_assets.harness import services as ops
 
     info = {"machine": machine(), "params": vars(args).copy()}
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="ww-backfill-load-"))

@@ -37,7 +37,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ww_assets.scores import release  # noqa: E402
+from ww_assets.scores.evaluation import detection_metrics
 from ww_assets.images import cutouts as imaging
 from ww_assets.machine import machine_info, torch_info  # noqa: E402
 
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         frame = pd.DataFrame({"image_id": catalog["image_id"], "image_score": scored.image_score,
                               "feature_score": scored.feature_score, "anomaly_score": scored.anomaly_score, **base})
         columns = ("image_score", "feature_score", "anomaly_score", "isolation_forest", "pca_residual")
-        metrics = release.detection_metrics(frame, truth, score_columns=columns)
+        metrics = detection_metrics(frame, truth, score_columns=columns)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -1,22 +1,31 @@
-"""The code location: every asset group's definitions merged, plus the shared resources.
+"""The code location: everything under ``ww_assets/defs/`` (autoloaded), and the executor.
 
-Loaded by ``dagster dev`` through workspace.yaml and by ``dagster asset materialize -m ww_assets.definitions``.
+Loaded by ``dagster dev`` / ``dg dev`` (workspace.yaml, ``[tool.dg]`` in pyproject.toml) and by
+``dagster asset materialize -m ww_assets.definitions``. The executor is the one place a deployment choice is made
+(``WW_EXECUTOR``, ``ww_assets.defs.ops.executor``).
 """
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+
 import dagster as dg
 
-from ww_assets.defs import analysis, consensus, images, model, operations, scores, zooniverse
-from ww_assets.defs.resources import shared_resources
+from ww_assets.defs.ops.executor import executor_from_env
 
-defs = dg.Definitions.merge(
-    zooniverse.defs,
-    consensus.defs,
-    images.defs,
-    model.defs,
-    scores.defs,
-    analysis.defs,
-    operations.defs,
-    dg.Definitions(resources=shared_resources()),
-)
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+def _load_defs() -> dg.Definitions:
+    # In a checkout (or an editable install) [tool.dg] in pyproject.toml names the defs folder; an installed wheel
+    # has no pyproject.toml beside it, so the same folder is loaded from the package itself.
+    if (PACKAGE_ROOT.parent / "pyproject.toml").is_file():
+        return dg.load_from_defs_folder(path_within_project=PACKAGE_ROOT.parent)
+    tree = dg.ComponentTree.from_module(defs_module=importlib.import_module("ww_assets.defs"),
+                                        project_root=PACKAGE_ROOT.parent)
+    return tree.build_defs()
+
+
+_autoloaded = _load_defs()
+defs = dg.Definitions.merge(_autoloaded, dg.Definitions(executor=executor_from_env(assets=_autoloaded.assets or ())))

@@ -11,10 +11,8 @@ per image batch, so the same code serves any graph shape.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from pathlib import Path
 
 
 def plan_phases(asset_graph) -> list[tuple[list, bool]]:
@@ -48,27 +46,33 @@ def plan_phases(asset_graph) -> list[tuple[list, bool]]:
     return phases
 
 
-def _quiet_logging_config() -> dict:
-    return {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+def run_config(size: str, seed: str) -> dict:
+    """Quiet console logs, and the sample resource's size and seed (given as run config, so nothing here writes the
+    environment)."""
+    return {"loggers": {"console": {"config": {"log_level": "INFO"}}},
+            "resources": {"sample": {"config": {"size": str(size), "seed": str(seed)}}}}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ww_assets import settings
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default=os.environ.get("WW_SAMPLE_SIZE", "small"),
-                        help="embedded sample size: tiny, small (default), medium, large")
-    parser.add_argument("--seed", type=int, default=int(os.environ.get("WW_SAMPLE_SEED", "20211")))
+    parser.add_argument("--size", default=settings.raw("WW_SAMPLE_SIZE") or settings.SETTINGS["WW_SAMPLE_SIZE"].default,
+                        help="embedded sample size: tiny, small (default), medium, large, or a number of images")
+    parser.add_argument("--seed", default=settings.raw("WW_SAMPLE_SEED") or settings.SETTINGS["WW_SAMPLE_SEED"].default)
     parser.add_argument("--only-plan", action="store_true", help="print the phases and stop")
     args = parser.parse_args(argv)
-
-    # The shared `sample` resource reads these when the definitions are built.
-    os.environ["WW_SAMPLE_SIZE"] = args.size
-    os.environ["WW_SAMPLE_SEED"] = str(args.seed)
-    os.environ.setdefault("DAGSTER_HOME", str(Path.cwd()))
+    try:
+        settings.check_value("WW_SAMPLE_SIZE", args.size, "--size")
+        settings.check_value("WW_SAMPLE_SEED", args.seed, "--seed")
+    except settings.SettingError as exc:
+        parser.error(str(exc))
 
     import dagster as dg
 
+    from ww_assets.defs.images.partitions import image_batches
     from ww_assets.definitions import defs
-    from ww_assets.defs.images import IMAGE_BATCHES, discover_image_batches
+    from ww_assets.images.sources import batch_names
 
     graph = defs.resolve_asset_graph()
     phases = plan_phases(graph)
@@ -81,30 +85,28 @@ def main(argv: list[str] | None = None) -> int:
     instance = dg.DagsterInstance.get()
     job = defs.resolve_implicit_global_asset_job_def()
     resources = defs.resources
+    sample = resources["sample"].model_copy(update={"size": str(args.size), "seed": str(args.seed)})
     layout = resources["storage"].layout
     layout.ensure_writable()
-    resources["sample"].ensure(layout)
+    sample.ensure(layout)
+    config = run_config(args.size, args.seed)
 
     started = time.monotonic()
     for i, (keys, partitioned) in enumerate(phases, 1):
         if partitioned:
-            batches = discover_image_batches(resources["images"], layout, sample=resources["sample"])
-            new = [b for b in batches if not instance.has_dynamic_partition(IMAGE_BATCHES.name, b)]
+            images = resources["images"]
+            batches = batch_names(images.images_root(layout, sample), images.release_dir())
+            new = [b for b in batches if not instance.has_dynamic_partition(image_batches.name, b)]
             if new:
-                instance.add_dynamic_partitions(IMAGE_BATCHES.name, new)
+                instance.add_dynamic_partitions(image_batches.name, new)
             partition_keys = batches
         else:
             partition_keys = [None]
         for pk in partition_keys:
             label = ", ".join(k.to_user_string() for k in keys) + (f" [{pk}]" if pk else "")
             print(f"--> phase {i}: {label}", flush=True)
-            result = job.execute_in_process(
-                instance=instance,
-                asset_selection=keys,
-                partition_key=pk,
-                run_config=_quiet_logging_config(),
-                raise_on_error=False,
-            )
+            result = job.execute_in_process(instance=instance, asset_selection=keys, partition_key=pk,
+                                            run_config=config, raise_on_error=False)
             if not result.success:
                 print(f"FAILED: {label} (run {result.run_id}); see the run's logs in `make ui`", file=sys.stderr)
                 return 1

@@ -15,7 +15,7 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # The loopback Zooniverse server (Panoptes + Talk wire format) and its fixtures.
-pytest_plugins = ["ww_assets_tests.loopback_zooniverse"]
+pytest_plugins = ["ww_assets_tests.support.loopback_zooniverse"]
 
 
 @pytest.fixture

@@ -62,7 +62,7 @@ class ComparisonConfig:
     """What counts as high consensus, which images enter, and how intervals and cross-validation are drawn."""
 
     score_columns: tuple[str, ...] = SCORE_COLUMNS
-    high_consensus_threshold: float = 0.5
+    high_consensus_threshold: float = 0.25
     min_shown: int = 3
     top_fraction: float = 0.05
     n_boot: int = 1000

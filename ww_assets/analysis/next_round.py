@@ -226,3 +226,49 @@ def validate_manifest(path: str | Path, *, id_column: str = "object_id") -> list
 
 def manifest_columns() -> Sequence[str]:
     return [IMAGE_COLUMN, *VISIBLE_COLUMNS, *HIDDEN_COLUMNS]
+
+
+@dataclass
+class NextRound:
+    picks: pd.DataFrame
+    manifest: Path
+    round_name: str
+
+
+def build_next_round(layout, n_subjects: int, *, exploration: float = 0.1, seed: int = 20211, image_scale: int = 1,
+                     round_name: str | None = None, log: Callable[[str], None] = lambda m: None) -> NextRound:
+    """Rank the images that are not subjects yet, write ``analysis/next_round/`` (manifest + PNGs) and the picks
+    table, and validate the manifest as the uploader would. Needs the comparison's per-image table."""
+    import datetime as dt
+
+    from ww_assets.images.store import CutoutStore
+    from ww_assets.storage import atomic_path
+
+    path = layout.analysis_file("image_table")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: materialise consensus_vs_score first")
+    table = pd.read_parquet(path)
+    store = CutoutStore(layout)
+    # images whose cutouts exist (release batches carry no images and cannot be shown)
+    have = np.array([store.get(b, i) is not None for b, i in zip(table["batch"], table["image_id"])], bool) \
+        if len(table) else np.zeros(0, bool)
+    if (~have).any():
+        log(f"{int((~have).sum())} scored images have no cutout and cannot be offered")
+    pool = table[have & ~table["has_subject"].astype(bool)]
+    if pool.empty:
+        raise ValueError("every scored image with a cutout is already a Zooniverse subject: nothing to send")
+    picks = rank_candidates(pool, n_subjects, exploration=exploration, seed=seed)
+    positions = [pd.read_parquet(layout.catalog_file(str(b)), columns=["image_id", "ra", "dec"]).astype({"image_id": str})
+                 for b in picks["batch"].unique() if layout.catalog_file(str(b)).exists()]
+    if positions:
+        picks = picks.drop(columns=[c for c in ("ra", "dec") if c in picks.columns]).merge(
+            pd.concat(positions).drop_duplicates("image_id"), on="image_id", how="left")
+    round_name = round_name or f"ww-next-round-{dt.datetime.now(dt.timezone.utc):%Y%m%d}"
+    manifest = write_manifest(picks, store.require, layout.analysis_file("next_round"), round_name=round_name,
+                              image_scale=image_scale)
+    with atomic_path(layout.analysis_file("next_round_picks")) as tmp:
+        picks.to_parquet(tmp, index=False)
+    problems = validate_manifest(manifest)
+    if problems:
+        raise ValueError(f"manifest {manifest} failed validation: {problems[:5]}")
+    return NextRound(picks, manifest, round_name)

@@ -1,7 +1,5 @@
 """Small helpers that turn files and frames into Dagster metadata the UI shows well."""
 
-from __future__ import annotations
-
 import base64
 from pathlib import Path
 
@@ -18,3 +16,4 @@ def table_markdown(frame, max_rows: int = 20) -> dg.MetadataValue:
     """A small preview of a pandas frame as a Markdown table."""
     return dg.MetadataValue.md(frame.head(max_rows).to_markdown(index=False) if hasattr(frame, "to_markdown")
                                else str(frame.head(max_rows)))
+

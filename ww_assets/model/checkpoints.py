@@ -298,3 +298,13 @@ def load_wgan(source: str | os.PathLike[str] | Mapping[str, str | os.PathLike[st
         _check_and_load(module, states[part], paths[part], part, config)
     dev = torch.device("cpu") if device is None else resolve_device(device)
     return model.to(dev).eval()
+
+
+def model_fingerprint(model_dir: str | os.PathLike[str]) -> str:
+    """A short hash of the three weight files (from card.json's SHA-256s when present): scores of one model share
+    it, so they can be normalised together and told apart from another model's."""
+    card = read_card(model_dir) or {}
+    shas = [str((card.get("files") or {}).get(p, {}).get("sha256", "")) for p in PART_FILES]
+    if not all(shas):
+        shas = [f"{part}:{_sha256(path)}" for part, path in sorted(find_checkpoint_files(model_dir).items())]
+    return hashlib.sha256("|".join(shas).encode()).hexdigest()[:16]

@@ -47,7 +47,7 @@ class ScoreConfig:
     kappa: float = 1.0        # fanogan: weight of the feature score
     refine_steps: int = 0     # 0: single encoder pass; HSC reference: 10
     refine_lr: float = 0.1
-    batch_size: int = 256
+    batch_size: int = 1024
     precision: str = "fp32"   # "fp32" or "bf16" (autocast; residuals in fp32)
     channels_last: bool = False
     compile: bool = False     # torch.compile the networks (CUDA only)

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["iter_chunks", "score_cutouts"]
+__all__ = ["iter_chunks", "score_cutouts", "score_batch_folder", "load_release_batch"]
 
 def iter_chunks(images: np.ndarray, chunk: int, prefetch: int = 2,
                 out: list[np.ndarray] | None = None) -> Iterator[tuple[int, np.ndarray]]:
@@ -130,3 +130,41 @@ def _pinned_view(buffers, block: np.ndarray):
             return buf[: len(block)]
     raise RuntimeError("chunk is not in any pinned buffer")
 
+
+
+def score_batch_folder(layout, batch: str, score_config, device, chunk: int = 8192, log=None):
+    """Score one written image batch with the model in ``layout.model_dir``: (ScoreTable, record for
+    score_config.json, images quarantined before scoring, the catalog's image ids in order)."""
+    from ww_assets.images.cutouts import load_cutouts, load_quarantine
+    from ww_assets.model.checkpoints import load_wgan, model_fingerprint
+    from ww_assets.model.networks import device_name
+    from ww_assets.scores.normalise import score_family
+    from ww_assets.scores.release import ScoreTable
+
+    images, catalog = load_cutouts(layout.images_dir(batch))
+    n_quarantined = len(load_quarantine(layout.images_dir(batch)))
+    ids = catalog["image_id"].astype(str).to_numpy()
+    if not layout.model_dir.exists():
+        raise FileNotFoundError(f"no model at {layout.model_dir}: materialise `wgan` first")
+    wgan = load_wgan(layout.model_dir, device=device)
+    img, feat, anom, latents, seconds = score_cutouts(wgan, images, score_config, device, chunk, log)
+    table = ScoreTable(ids, img, feat, anom, latents)
+    n = len(table)
+    record = {"source": "model", **score_config.to_dict(), "model_dir": str(layout.model_dir),
+              "model_fingerprint": model_fingerprint(layout.model_dir), "device": device_name(device),
+              "seconds": round(seconds, 3), "images_per_second": round(n / seconds, 1) if seconds > 0 and n else None}
+    record["score_family"] = score_family(record)
+    return table, record, n_quarantined, ids
+
+
+def load_release_batch(run, release_name: str):
+    """(ScoreTable, record) of a published-release run: its scores as published, not re-scored."""
+    from ww_assets.scores.normalise import score_family
+    from ww_assets.scores.release import read_release_run
+
+    table = read_release_run(run.csv, run.npy)
+    record = {"source": "release", "release_name": release_name, "csv": str(run.csv), "npy": str(run.npy),
+              "formula": "as published", "description": "published W&W release scores", "device": "none (loaded)",
+              "precision": "as published", "seconds": 0.0}
+    record["score_family"] = score_family(record)
+    return table, record

@@ -9,8 +9,8 @@ anomaly score``) and an **(N, 128) latent .npy** whose row k is the latent vecto
 * reads a folder of published CSV/npy pairs (:func:`discover_release_runs`, :func:`read_release_run`) so that a
   release flows into the analysis without re-scoring; a CSV whose rows do not match its npy is an error naming
   both files;
-* normalises scores over everything scored (sigma scores and ranks, :func:`normalise_scores`) and evaluates them
-  against a truth table when one exists (:func:`detection_metrics`; truth is never used for scoring).
+Sigma normalisation over every batch is ``ww_assets.scores.normalise``; evaluation against a truth table is
+``ww_assets.scores.evaluation``.
 
 Plain module: no Dagster, no torch.
 """
@@ -26,15 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ww_assets.storage import LATENTS_FILE, RELEASE_SCORES_FILE, SCORE_CONFIG_FILE, SCORES_FILE
+
 LATENT_DIM = 128
 SCORE_COLUMNS = ["image_score", "feature_score", "anomaly_score"]
 RELEASE_CSV_COLUMNS = ["image_identifier", *SCORE_COLUMNS]
-SCORES_PARQUET = "scores.parquet"
-RELEASE_CSV = "anomaly_scores.csv"
-LATENTS_NPY = "latent_vectors.npy"
-SCORE_CONFIG = "score_config.json"
 SCORE_TABLE_COLUMNS = ["image_id", "batch", *SCORE_COLUMNS]
-NORMALISED_FILE = "normalised.parquet"
 RELEASE_BATCH_PREFIX = "release-"
 
 # Column names seen in published tables, normalised (lower case, spaces/hyphens -> '_') -> our names.
@@ -305,107 +302,28 @@ def write_scores_folder(folder: str | Path, batch: str, table: ScoreTable, confi
     folder.mkdir(parents=True, exist_ok=True)
     if table.latents.shape[1] != LATENT_DIM:
         raise ReleaseError(f"latents must be (N, {LATENT_DIM}), got {table.latents.shape}")
-    table.frame(batch).to_parquet(folder / SCORES_PARQUET, index=False)
-    write_release_csv(folder / RELEASE_CSV, table)
-    np.save(folder / LATENTS_NPY, np.ascontiguousarray(table.latents, dtype=np.float32), allow_pickle=False)
-    (folder / SCORE_CONFIG).write_text(json.dumps({"batch": batch, "n_images": len(table), **config},
+    table.frame(batch).to_parquet(folder / SCORES_FILE, index=False)
+    write_release_csv(folder / RELEASE_SCORES_FILE, table)
+    np.save(folder / LATENTS_FILE, np.ascontiguousarray(table.latents, dtype=np.float32), allow_pickle=False)
+    (folder / SCORE_CONFIG_FILE).write_text(json.dumps({"batch": batch, "n_images": len(table), **config},
                                                   indent=2, sort_keys=True, default=str))
 
 
 def read_scores_folder(folder: str | Path) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """(scores frame, latents (N,128) float32, score config) of one written batch, checked to agree."""
     folder = Path(folder)
-    paths = {name: folder / name for name in (SCORES_PARQUET, RELEASE_CSV, LATENTS_NPY, SCORE_CONFIG)}
+    paths = {name: folder / name for name in (SCORES_FILE, RELEASE_SCORES_FILE, LATENTS_FILE, SCORE_CONFIG_FILE)}
     missing = [str(p) for p in paths.values() if not p.exists()]
     if missing:
         raise ReleaseError(f"incomplete score folder {folder}: missing {missing}")
-    frame = pd.read_parquet(paths[SCORES_PARQUET])
-    latents = read_latents(paths[LATENTS_NPY])
+    frame = pd.read_parquet(paths[SCORES_FILE])
+    latents = read_latents(paths[LATENTS_FILE])
     if latents.shape[0] != len(frame):
-        raise ReleaseError(f"row mismatch: {paths[SCORES_PARQUET]} has {len(frame)} rows but "
-                           f"{paths[LATENTS_NPY]} has {latents.shape[0]}")
-    config = json.loads(paths[SCORE_CONFIG].read_text())
+        raise ReleaseError(f"row mismatch: {paths[SCORES_FILE]} has {len(frame)} rows but "
+                           f"{paths[LATENTS_FILE]} has {latents.shape[0]}")
+    config = json.loads(paths[SCORE_CONFIG_FILE].read_text())
     return frame, latents, config
 
 
-def score_family(config: dict) -> str:
-    """Scores are comparable (one normalisation) only within a family: same model or release, same formula."""
-    if config.get("source") == "release":
-        return f"release:{config.get('release_name', 'published')}"
-    formula = config.get("formula", "?")
-    weight = config.get("lam") if formula == "hsc" else config.get("kappa")
-    return f"model:{config.get('model_fingerprint', '?')}|{formula}|w={weight}|refine={config.get('refine_steps', 0)}"
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Over all batches
-# --------------------------------------------------------------------------------------------------------------
-
-def normalise_scores(frame: pd.DataFrame, family_column: str = "score_family") -> pd.DataFrame:
-    """Sigma scores ``(s - mean) / std`` (population std) and the anomaly rank (1 = most anomalous).
-
-    Computed within each score family when ``family_column`` is present (scores from different models or
-    formulas are not on one scale), over the whole frame otherwise. Missing (NaN) scores stay NaN, are left out
-    of the mean and std, and rank last. Input columns: image_id, batch and the three
-    scores; output adds ``<score>_sigma`` for each and ``anomaly_rank``.
-    """
-    out = frame.copy()
-    groups = out.groupby(family_column, sort=False) if family_column in out.columns else [(None, out)]
-    for col in SCORE_COLUMNS:
-        out[f"{col}_sigma"] = np.nan
-    out["anomaly_rank"] = 0
-    for _, sub in groups:
-        for col in SCORE_COLUMNS:
-            values = sub[col].to_numpy(dtype=np.float64)
-            finite = np.isfinite(values)
-            std = values[finite].std() if finite.any() else 0.0
-            sigma = (values - values[finite].mean()) / std if std > 0 else np.where(finite, 0.0, np.nan)
-            out.loc[sub.index, f"{col}_sigma"] = sigma
-        ranks = sub["anomaly_score"].rank(ascending=False, method="first", na_option="bottom").astype("int64")
-        out.loc[sub.index, "anomaly_rank"] = ranks
-    out["anomaly_rank"] = out["anomaly_rank"].astype("int64")
-    return out
-
-
-def _truthy(values: pd.Series) -> np.ndarray:
-    return values.astype(str).str.strip().str.lower().isin(["1", "true", "t", "yes"]).to_numpy()
-
-
-def detection_metrics(scores: pd.DataFrame, truth: pd.DataFrame,
-                      score_columns: tuple[str, ...] = tuple(SCORE_COLUMNS)) -> pd.DataFrame:
-    """AUROC and average precision of each score for the injected oddities, overall and per injected class.
-
-    ``scores``: image_id + score columns. ``truth``: ``object_id`` (or ``image_id``), ``label``, ``is_odd``
-    (astrophysical oddity) and optionally ``is_artifact``. Negatives are always the *normal* images (neither
-    odd nor artifact); positives are, per target: ``all_injected`` (odd or artifact), ``astrophysical``
-    (is_odd), ``artifact`` (is_artifact), and each injected label on its own. Images absent from either table
-    are left out. Returns rows (target, score, n_pos, n_neg, auroc, average_precision, prevalence).
-    """
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    truth = truth.rename(columns={"object_id": "image_id"}).copy()
-    truth["image_id"] = truth["image_id"].astype(str)
-    truth["is_odd"] = _truthy(truth["is_odd"])
-    truth["is_artifact"] = _truthy(truth["is_artifact"]) if "is_artifact" in truth.columns else False
-    merged = scores.assign(image_id=scores["image_id"].astype(str)).merge(
-        truth[["image_id", "label", "is_odd", "is_artifact"]], on="image_id", how="inner")
-    odd, artifact = merged["is_odd"].to_numpy(bool), merged["is_artifact"].to_numpy(bool)
-    normal = ~odd & ~artifact
-    labels = merged["label"].astype(str).to_numpy()
-    targets = [("all_injected", odd | artifact), ("astrophysical", odd), ("artifact", artifact)]
-    targets += [(label, labels == label) for label in sorted(set(labels[~normal]))]
-    rows = []
-    for target, positive in targets:
-        keep = positive | normal
-        for col in score_columns:
-            s = merged[col].to_numpy(dtype=np.float64)[keep]
-            finite = np.isfinite(s)                       # a missing score is left out, not guessed
-            y, s = positive[keep][finite], s[finite]
-            n_pos, n_neg = int(y.sum()), int((~y).sum())
-            ok = n_pos > 0 and n_neg > 0
-            rows.append({"target": target, "score": col, "n_pos": n_pos, "n_neg": n_neg,
-                         "auroc": float(roc_auc_score(y, s)) if ok else np.nan,
-                         "average_precision": float(average_precision_score(y, s)) if ok else np.nan,
-                         "prevalence": n_pos / max(1, n_pos + n_neg)})
-    return pd.DataFrame(rows, columns=["target", "score", "n_pos", "n_neg", "auroc", "average_precision",
-                                       "prevalence"])

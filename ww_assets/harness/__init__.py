@@ -1,0 +1,1 @@
+"""Running the pipeline's real services (Dagster, PostgreSQL) in subprocesses for tests and benchmarks."""

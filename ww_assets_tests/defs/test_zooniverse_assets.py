@@ -1,0 +1,153 @@
+"""The Dagster layer of the zooniverse group: in-process materialisations, metadata, people's data, schedule."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+import pytest
+from dagster_duckdb import DuckDBResource
+
+from ww_assets.defs import zooniverse as zdefs
+from ww_assets.defs.resources import SampleResource, StorageResource
+from ww_assets_tests.support.loopback_zooniverse import (  # noqa: F401 - fixtures
+    loopback_exports,
+    loopback_zooniverse,
+    write_export_folder,
+)
+
+ASSETS = [zdefs.zooniverse_subjects, zdefs.zooniverse_classifications, zdefs.talk_comments, zdefs.talk_tags]
+CHECKS = [zdefs.classifications_quarantine_rate, zdefs.classifications_pages_consistent]
+
+
+def resources(storage_root, zooniverse):
+    return {"zooniverse": zooniverse, "storage": StorageResource(root=str(storage_root)),
+            "sample": SampleResource(size="tiny"),
+            "duckdb": DuckDBResource(database=str(storage_root / "warehouse.duckdb"))}
+
+
+def live_resource(server) -> zdefs.ZooniverseResource:
+    return zdefs.ZooniverseResource(source="live", project=server.slug, talk_endpoint=server.talk_endpoint,
+                                    wait_timeout_s=3.0, http_timeout_s=2.0, backoff_s=0.02, talk_poll_s=0.02)
+
+
+def materialization_metadata(result, key: str) -> dict:
+    events = result.asset_materializations_for_node(key)
+    assert events, key
+    return {k: v.value for k, v in events[-1].metadata.items()}
+
+
+def test_live_materialisation_pulls_everything_and_leaks_nothing(loopback_zooniverse, storage_root, tmp_path,
+                                                                  caplog, capfd):
+    server = loopback_zooniverse
+    server.fail_next(1, 503, r"classifications_export$")        # a fault on the way, logged as a retry
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(ASSETS + CHECKS, resources=resources(storage_root, live_resource(server)),
+                            instance=instance)
+    assert result.success
+    meta = materialization_metadata(result, "zooniverse_classifications")
+    assert (meta["rows_seen"], meta["rows_new"], meta["rows_duplicate"], meta["rows_quarantined"]) == (60, 60, 0, 0)
+    assert meta["newest_created_at"].startswith("2022-11-01") and meta["source"] == "live"
+    assert meta["dagster/row_count"] == 60
+    subjects_meta = materialization_metadata(result, "zooniverse_subjects")
+    assert subjects_meta["workflows_rows_new"] == 2 and subjects_meta["rows_new"] > 0
+    assert materialization_metadata(result, "talk_comments")["rows_new"] == len(server.truth.comment_ids)
+    assert materialization_metadata(result, "talk_tags")["rows_new"] == len(server.truth.tag_ids)
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert all(checks.values()) and len(checks) == 2
+
+    # People's data and the password: nowhere in DuckDB, the run's event log (incl. metadata) or the logs.
+    needles = server.truth.volunteer_names + server.truth.volunteer_ips + [server.password, "ZzBrowserSecret"]
+    con = duckdb.connect(str(storage_root / "warehouse.duckdb"))
+    tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
+    assert {("raw", t) for t in ("classifications", "subjects", "talk_comments", "talk_tags", "quarantine")} <= \
+        set(tables)
+    text = "\n".join(repr(row) for s, t in tables for row in con.execute(f'SELECT * FROM "{s}"."{t}"').fetchall())
+    con.close()
+    event_log = "\n".join(dg.serialize_value(entry) for entry in instance.all_logs(result.run_id))
+    assert "raw.classifications: 60 rows seen" in event_log            # the log is really there
+    assert "transient failure" in caplog.text                           # and so are the retry warnings
+    out, err = capfd.readouterr()
+    for where, blob in [("duckdb", text), ("event log", event_log), ("python logs", caplog.text),
+                        ("stdout/stderr", out + err)]:
+        leaked = [n for n in needles if n in blob]
+        assert not leaked, f"{where} contains {leaked}"
+    assert not [n for n in needles if n.encode() in (storage_root / "warehouse.duckdb").read_bytes()]
+
+    # A second pull of a larger, overlapping export adds exactly what is new.
+    larger = write_export_folder(tmp_path / "larger", n_pages=85)
+    server.serve_exports(larger.folder)
+    server.faults.talk_refuse_repeat = False
+    again = dg.materialize([zdefs.zooniverse_classifications],
+                           resources=resources(storage_root, live_resource(server)), instance=instance)
+    meta2 = materialization_metadata(again, "zooniverse_classifications")
+    assert (meta2["rows_new"], meta2["rows_duplicate"], meta2["table_rows"]) == (25, 60, 85)
+
+
+def test_export_folder_without_pseudonym_key_fails_clearly(storage_root, tmp_path, monkeypatch):
+    truth = write_export_folder(tmp_path / "exports", n_pages=10)
+    monkeypatch.delenv("WW_PSEUDONYM_KEY", raising=False)
+    zooniverse = zdefs.ZooniverseResource(source="export_folder", export_folder=str(truth.folder))
+    result = dg.materialize([zdefs.zooniverse_classifications], resources=resources(storage_root, zooniverse),
+                            raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert "WW_PSEUDONYM_KEY is not set" in failure.message
+    assert not (storage_root / "warehouse.duckdb").exists() or duckdb.connect(
+        str(storage_root / "warehouse.duckdb")).execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'raw' AND table_name = 'classifications'"
+    ).fetchone()[0] == 0
+
+
+def test_export_folder_source_with_key(storage_root, tmp_path, monkeypatch):
+    truth = write_export_folder(tmp_path / "exports", n_pages=12, bad_rows=True)
+    monkeypatch.setenv("WW_PSEUDONYM_KEY", "folder-key")
+    zooniverse = zdefs.ZooniverseResource(source="export_folder", export_folder=str(truth.folder))
+    result = dg.materialize(ASSETS + CHECKS, resources=resources(storage_root, zooniverse), raise_on_error=False)
+    assert result.success          # checks WARN but do not fail the run
+    meta = materialization_metadata(result, "zooniverse_classifications")
+    assert (meta["rows_new"], meta["rows_quarantined"]) == (12, 5) and meta["source"] == "export_folder"
+    assert "quarantine_reasons" in meta
+    rate = [e for e in result.get_asset_check_evaluations() if e.check_name == "classifications_quarantine_rate"][0]
+    assert not rate.passed and rate.severity == dg.AssetCheckSeverity.WARN
+    # the same, unchanged file is not read again on the next run
+    again = dg.materialize([zdefs.zooniverse_classifications], resources=resources(storage_root, zooniverse))
+    meta2 = materialization_metadata(again, "zooniverse_classifications")
+    assert (meta2["rows_seen"], meta2["table_rows"]) == (0, 12) and "already ingested" in meta2["source_notes"]
+
+
+def test_sample_source_reads_the_embedded_sample(storage_root, monkeypatch):
+    pytest.importorskip("ww_assets.simulation")
+    monkeypatch.delenv("WW_PSEUDONYM_KEY", raising=False)      # the sample may use its documented key
+    result = dg.materialize(ASSETS, resources=resources(storage_root, zdefs.ZooniverseResource()))
+    assert result.success
+    meta = materialization_metadata(result, "zooniverse_classifications")
+    assert meta["source"] == "sample" and meta["rows_new"] > 0 and meta["rows_quarantined"] == 0
+
+
+def test_resource_from_environment():
+    assert zdefs.zooniverse_resource_from_env({}).source == "sample"
+    live = zdefs.zooniverse_resource_from_env({"WW_ZOONIVERSE_PROJECT": "someone/project"})
+    assert (live.source, live.project) == ("live", "someone/project")
+    assert zdefs.zooniverse_resource_from_env({"WW_ZOONIVERSE_EXPORT_FOLDER": "/x"}).source == "export_folder"
+
+
+def test_schedule_is_stopped_and_job_covers_the_group_and_downstream():
+    from ww_assets.defs.resources import shared_resources
+
+    @dg.asset(deps=[zdefs.zooniverse_classifications, zdefs.talk_comments], group_name="consensus")
+    def downstream_consensus():
+        return None
+
+    @dg.asset(partitions_def=dg.StaticPartitionsDefinition(["b0"]), group_name="images")
+    def partitioned_images():
+        return None
+
+    defs = dg.Definitions.merge(zdefs.defs, dg.Definitions(assets=[downstream_consensus, partitioned_images]),
+                                dg.Definitions(resources=shared_resources()))
+    schedule = defs.resolve_schedule_def("zooniverse_pull")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert schedule.cron_schedule == "0 */6 * * *" and schedule.job_name == "zooniverse_refresh"
+    job = defs.resolve_job_def("zooniverse_refresh")
+    keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
+    assert keys == {"zooniverse_subjects", "zooniverse_classifications", "talk_comments", "talk_tags",
+                    "downstream_consensus"}

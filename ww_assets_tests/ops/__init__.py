@@ -1,0 +1,1 @@
+"""The slow operations tests: real servers, kills, faults, the browser, PostgreSQL."""
