@@ -11,7 +11,7 @@ TORCH_SPEC ?= -r requirements/torch-cpu.txt
 # The instance (run history, schedules, dagster.yaml) lives in the repo root unless you say otherwise.
 export DAGSTER_HOME ?= $(CURDIR)
 
-.PHONY: setup lock lock-check system-deps demo test ui clean-data
+.PHONY: setup lock lock-check check system-deps demo test ui clean-data
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,11 @@ lock: setup
 
 lock-check: setup
 	scripts/lock.sh --check
+
+# The code location loads (dg check defs) and the code has no undefined names or unused imports (ruff, pyflakes rules).
+check: setup
+	. $(VENV)/bin/activate && dg check defs
+	$(VENV)/bin/ruff check ww_assets ww_assets_tests benchmarks scripts
 
 system-deps:
 	bash scripts/install_system_deps.sh

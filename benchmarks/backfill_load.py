@@ -11,8 +11,12 @@ summed, sampled every 0.5 s, and the largest single process).
 Scoring uses a CI-sized wGAN with random weights unless --model names a trained one (a folder with the three
 .safetensors files): the benchmark is about orchestration, not the scores.
 
-    python benchmarks/backfill_load.py                       # 120 partitions, SQLite instance
-    python benchmarks/backfill_load.py --batches 200 --postgres --max-runs 8 --json out.json
+Run it as a module from the repository root (it imports only ``ww_assets``; the servers come from
+``ww_assets.harness.services``):
+
+    python -m benchmarks.backfill_load                       # 120 partitions, SQLite instance
+    python -m benchmarks.backfill_load --batches 200 --postgres --max-runs 8 --json out.json
+    python -m benchmarks.backfill_load --batches 2 --batch-size 32  # a smoke run (a few minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -27,10 +31,8 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from ww_assets.machine import machine_info  # noqa: E402
+from ww_assets.harness.services import REPO_ROOT
+from ww_assets.machine import machine_info
 
 
 def machine() -> dict:
@@ -85,7 +87,7 @@ def peak_overlap(spans) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.backfill_load", description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, default=120, help="image-batch partitions (default 120)")
     ap.add_argument("--batch-size", type=int, default=64, help="cutouts per batch (default 64)")
     ap.add_argument("--assets", default="cutouts,anomaly_scores,latent_vectors")
@@ -143,7 +145,7 @@ def main(argv=None) -> int:
         if args.postgres:
             pg = stack.enter_context(ops.postgres_server(logs))
             home.mkdir(exist_ok=True)
-            (home / "dagster.yaml").write_text((REPO / "deploy" / "dagster.yaml").read_text())
+            (home / "dagster.yaml").write_text((REPO_ROOT / "deploy" / "dagster.yaml").read_text())
             extra.update(DAGSTER_PG_HOST=pg.host, DAGSTER_PG_PORT=str(pg.port), DAGSTER_PG_USERNAME=pg.user,
                          DAGSTER_PG_PASSWORD="", DAGSTER_PG_DB=pg.db)
         else:

@@ -27,5 +27,11 @@ def _load_defs() -> dg.Definitions:
     return tree.build_defs()
 
 
-_autoloaded = _load_defs()
-defs = dg.Definitions.merge(_autoloaded, dg.Definitions(executor=executor_from_env(assets=_autoloaded.assets or ())))
+def _definitions() -> dg.Definitions:
+    # Built in a function: Dagster's module discovery (`-m ww_assets.definitions`, workspace.yaml) refuses a module
+    # holding more than one Definitions object at module scope.
+    autoloaded = _load_defs()
+    return dg.Definitions.merge(autoloaded, dg.Definitions(executor=executor_from_env(assets=autoloaded.assets or ())))
+
+
+defs = _definitions()

@@ -27,8 +27,10 @@ _MAD_TO_SIGMA = 1.482602218505602  # 1 / Phi^-1(3/4): astropy's mad_std factor
 def _lower_half_sigma(x: np.ndarray) -> np.ndarray:
     """sqrt(mean(x^2 | x < 0)) per (image, band): a first noise level that sources (positive) do not inflate."""
     neg = np.where(x < 0, x, np.nan)
-    with np.errstate(invalid="ignore"):
-        return np.sqrt(np.nanmean(neg * neg, axis=(-2, -1)))
+    count = np.isfinite(neg).sum(axis=(-2, -1))
+    total = np.nansum(neg * neg, axis=(-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, np.sqrt(total / np.maximum(count, 1)), np.nan)
 
 
 def sky_noise(bands: np.ndarray) -> np.ndarray:

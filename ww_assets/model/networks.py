@@ -57,12 +57,23 @@ class WGANConfig:
             training (0.1; 0 switches it off).
         latent_prior: distribution of z for the generator: "uniform" on [-1, 1] (matches the encoder's tanh,
             as in f-AnoGAN) or "normal".
+        upsample: "transposed" (the reference: transposed convolutions, kernel 5, stride 2; kernel sizes not
+            divisible by the stride draw a checkerboard, Odena et al. 2016) or "resize" (nearest-neighbour x2,
+            then a kernel-5 convolution: the same receptive field, no checkerboard).
+        output: "sigmoid" (the reference) or "clamp": values clamped to [0, 1] with the gradient passed straight
+            through, so an exactly black sky (the noise-free image's) is not a dead end of a saturated sigmoid.
+        observation: "none" (the reference: G draws the observed image, noise and all) or "lupton_noise": G draws
+            the noise-free image and the critic sees it through the survey's noise and the Lupton mapping
+            (``ww_assets.model.observation``); reconstructions are then the expected observation E[x | G(E(x))].
+        noise_corr: lag-1 correlation of neighbouring pixels' sky noise used by the observation (0: white).
 
     WGAN-GP training
         batch_size (32), generator_iterations (about 10,000 in the reference), critic_steps per generator
         step (5), gp_weight (10), lr (1e-4), betas ((0.5, 0.9)).
         augment: show the critic and the encoder each real image under a random flip / quarter turn (a galaxy has
             no preferred orientation); off in the reference, which had a million images.
+        gp_samples: how many of each batch's interpolates the gradient penalty is taken on (0: all): an unbiased
+            estimate of the same expectation for a fraction of its cost (the double backward dominates on CPUs).
 
     Encoder training (f-AnoGAN izi_f, G and D frozen)
         encoder_iterations, encoder_batch_size, encoder_lr, kappa (weight of the feature residual, 1).
@@ -86,6 +97,10 @@ class WGANConfig:
     leaky_slope: float = 0.2
     generator_noise: float = 0.1
     latent_prior: str = "uniform"
+    upsample: str = "transposed"
+    output: str = "sigmoid"
+    observation: str = "none"
+    noise_corr: float = 0.0
     # WGAN-GP
     batch_size: int = 32
     generator_iterations: int = 10_000
@@ -94,6 +109,7 @@ class WGANConfig:
     lr: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.9)
     augment: bool = False
+    gp_samples: int = 0
     # encoder, izi_f
     encoder_iterations: int = 10_000
     encoder_batch_size: int = 32
@@ -121,6 +137,14 @@ class WGANConfig:
             problems.append(f"kernel_size must be odd and >= 3, got {self.kernel_size}")
         if self.latent_prior not in ("uniform", "normal"):
             problems.append(f"latent_prior must be 'uniform' or 'normal', got {self.latent_prior!r}")
+        for key, allowed in (("upsample", ("transposed", "resize")), ("output", ("sigmoid", "clamp")),
+                             ("observation", ("none", "lupton_noise"))):
+            if getattr(self, key) not in allowed:
+                problems.append(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        if not 0 <= float(self.noise_corr) < 0.5:
+            problems.append(f"noise_corr must be in [0, 0.5), got {self.noise_corr}")
+        if int(self.gp_samples) < 0:
+            problems.append(f"gp_samples must be >= 0, got {self.gp_samples}")
         if self.precision not in ("auto", "fp32", "bf16"):
             problems.append(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if self.channels_last not in ("auto", "on", "off"):
@@ -188,7 +212,7 @@ class WGANConfig:
     def architecture_dict(self) -> dict[str, Any]:
         """The fields that decide the tensors' shapes and the forward pass (what a checkpoint must agree on)."""
         keys = ("image_size", "channels", "latent_dim", "base_channels", "kernel_size", "leaky_slope",
-                "generator_noise", "latent_prior")
+                "generator_noise", "latent_prior", "upsample", "output", "observation", "noise_corr")
         return {k: getattr(self, k) for k in keys}
 
 
@@ -245,21 +269,31 @@ class Generator(nn.Module):
         k, p = config.kernel_size, config.kernel_size // 2
         self.fc = nn.Linear(config.latent_dim, w[0] * config.start_size**2)
         chans = (*w, config.channels)
-        # stride 2 with padding k//2 and output_padding 1 doubles the side exactly: 6 -> 12 -> 24 -> 48 -> 96
         for i in range(4):
-            self.add_module(
-                f"up{i + 1}", nn.ConvTranspose2d(chans[i], chans[i + 1], k, stride=2, padding=p, output_padding=1)
-            )
+            if config.upsample == "transposed":
+                # stride 2 with padding k//2 and output_padding 1 doubles the side exactly: 6 -> 12 -> 24 -> 48 -> 96
+                layer = nn.ConvTranspose2d(chans[i], chans[i + 1], k, stride=2, padding=p, output_padding=1)
+            else:
+                layer = nn.Conv2d(chans[i], chans[i + 1], k, stride=1, padding=p)  # after a nearest x2 resize
+            self.add_module(f"up{i + 1}", layer)
+
+    def _up(self, layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        if self.config.upsample == "resize":
+            h = nn.functional.interpolate(h, scale_factor=2, mode="nearest")
+        return layer(h)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         h = torch.relu(self.fc(z)).view(z.shape[0], cfg.generator_widths[0], cfg.start_size, cfg.start_size)
-        h = torch.relu(self.up1(h))
-        h = torch.relu(self.up2(h))
+        h = torch.relu(self._up(self.up1, h))
+        h = torch.relu(self._up(self.up2, h))
         if self.training and cfg.generator_noise > 0:
             h = h + cfg.generator_noise * torch.randn_like(h)
-        h = torch.relu(self.up3(h))
-        return torch.sigmoid(self.up4(h))
+        h = torch.relu(self._up(self.up3, h))
+        h = self._up(self.up4, h)
+        if cfg.output == "sigmoid":
+            return torch.sigmoid(h)
+        return h + (h.clamp(0, 1) - h).detach()  # clamp forward, identity backward
 
 
 class Critic(nn.Module):

@@ -131,7 +131,8 @@ class ImageSampler:
 
     def __init__(self, images: np.ndarray | torch.Tensor | Sequence[np.ndarray], device: torch.device,
                  seed: int, image_size: int = 96, channels: int = 3, channels_last: bool = False,
-                 cache_bytes: int | None = None, sources: Sequence[str] | None = None, augment: bool = False):
+                 cache_bytes: int | None = None, sources: Sequence[str] | None = None, augment: bool = False,
+                 noise: np.ndarray | Sequence[np.ndarray] | None = None):
         arrays = list(images) if isinstance(images, (list, tuple)) else [images]
         if not arrays:
             raise ImageDataError("no training images given")
@@ -162,6 +163,15 @@ class ImageSampler:
             parts = [a if isinstance(a, torch.Tensor) else torch.from_numpy(np.array(a)) for a in arrays]
             self.cached = (torch.cat(parts) if len(parts) > 1 else parts[0]).to(device)
         self.arrays = arrays
+        self.noise: torch.Tensor | None = None
+        if noise is not None:
+            parts = list(noise) if isinstance(noise, (list, tuple)) else [noise]
+            flat = np.concatenate([np.asarray(a, dtype=np.float32).reshape(-1, channels) for a in parts])
+            if len(flat) != self.n or not np.isfinite(flat).all() or (flat <= 0).any():
+                raise ImageDataError(f"noise levels: expected {self.n} finite positive rows of {channels}, got "
+                                     f"{flat.shape} ({int((~np.isfinite(flat)).any(1).sum())} not finite)")
+            self.noise = torch.from_numpy(flat).to(device)
+        self._last: np.ndarray = np.empty(0, dtype=np.int64)
 
     def __len__(self) -> int:
         return self.n
@@ -184,8 +194,15 @@ class ImageSampler:
             out.append(take)
         return np.concatenate(out)
 
+    def last_noise(self) -> torch.Tensor | None:
+        """The sky noise (n, channels) of the images the last ``next`` returned (None without noise levels)."""
+        if self.noise is None:
+            return None
+        return self.noise[torch.from_numpy(self._last).to(self.noise.device)]
+
     def next(self, n: int) -> torch.Tensor:
         idx = self._indices(n)
+        self._last = idx
         if self.cached is not None:
             u8 = self.cached[torch.from_numpy(idx).to(self.cached.device)]
         else:
@@ -297,11 +314,24 @@ def _prepare(model: WGAN | None, config: WGANConfig, device) -> tuple[WGAN, torc
 
 
 def _as_sampler(images, config: WGANConfig, device: torch.device, cl: bool, seed: int,
-                sources: Sequence[str] | None) -> ImageSampler:
+                sources: Sequence[str] | None, noise=None) -> ImageSampler:
     if isinstance(images, ImageSampler):
         return images
+    if config.observation != "none" and noise is None:
+        raise ImageDataError(f"observation {config.observation!r} needs the sky noise of every training image "
+                             "(``noise``: (N, 3) flux sigma per image, channel order i, r, g)")
     return ImageSampler(images, device, seed=seed, image_size=config.image_size, channels=config.channels,
-                        channels_last=cl, sources=sources, augment=config.augment)
+                        channels_last=cl, sources=sources, augment=config.augment,
+                        noise=noise if config.observation != "none" else None)
+
+
+def _observed(images: torch.Tensor, noise: torch.Tensor | None, config: WGANConfig, generator=None) -> torch.Tensor:
+    """What the critic sees of generated images: themselves, or (observation model) a noisy observation of them."""
+    if noise is None or config.observation == "none":
+        return images
+    from ww_assets.model.observation import observe
+
+    return observe(images, noise, config.noise_corr, generator=generator)
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -310,7 +340,7 @@ def _as_sampler(images, config: WGANConfig, device: torch.device, cl: bool, seed
 def train_gan(images, config: WGANConfig | None = None, device=None, progress: ProgressFn | None = None,
               progress_every_s: float = 15.0, model: WGAN | None = None,
               sources: Sequence[str] | None = None,
-              on_iteration: Callable[[int, WGAN], Any] | None = None,
+              on_iteration: Callable[[int, WGAN], Any] | None = None, noise=None,
               ) -> tuple[WGAN, dict[str, np.ndarray], float, float]:
     """WGAN-GP on ``images`` (uint8 (N, 3, 96, 96)). Returns (model, history, seconds, real images/s).
 
@@ -319,7 +349,7 @@ def train_gan(images, config: WGANConfig | None = None, device=None, progress: P
     """
     config = config or (model.config if model is not None else WGANConfig())
     model, device, bf16, cl = _prepare(model, config, device)
-    sampler = _as_sampler(images, config, device, cl, config.seed, sources)
+    sampler = _as_sampler(images, config, device, cl, config.seed, sources, noise)
     gen_rng = torch.Generator(device=device).manual_seed(config.seed + 1)
     torch.manual_seed(config.seed + 2)  # the generator's training noise
     G, D = model.generator, model.critic
@@ -343,13 +373,17 @@ def train_gan(images, config: WGANConfig | None = None, device=None, progress: P
         acc = torch.zeros(3, device=device)
         for _ in range(config.critic_steps):
             real = sampler.next(bs)
+            noise = sampler.last_noise()
             with torch.no_grad(), amp:
                 fake = G_fwd(sample_z(bs))
-            fake = fake.float()
+            # observed with the noise of other real images of the batch (a permutation: the same distribution)
+            fake = _observed(fake.float(), None if noise is None else noise[torch.randperm(bs, generator=gen_rng,
+                                                                                            device=device)], config)
             if cl:
                 fake = fake.contiguous(memory_format=torch.channels_last)
-            alpha = torch.rand(bs, 1, 1, 1, generator=gen_rng, device=device)
-            x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+            m = config.gp_samples or bs
+            alpha = torch.rand(m, 1, 1, 1, generator=gen_rng, device=device)
+            x_hat = (alpha * real[:m] + (1 - alpha) * fake[:m]).requires_grad_(True)
             with amp:
                 scores = D(torch.cat([real, fake])).float()
                 d_hat = D(x_hat).float()
@@ -365,7 +399,7 @@ def train_gan(images, config: WGANConfig | None = None, device=None, progress: P
         # --- generator ------------------------------------------------------------------------------
         _set_requires_grad(D, False)
         with amp:
-            loss_g = -D(G_fwd(sample_z(bs))).float().mean()
+            loss_g = -D(_observed(G_fwd(sample_z(bs)).float(), sampler.last_noise(), config)).float().mean()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -391,11 +425,17 @@ def train_gan(images, config: WGANConfig | None = None, device=None, progress: P
 # -------------------------------------------------------------------------------------------------------
 def train_encoder(images, model: WGAN, config: WGANConfig | None = None, device=None,
                   progress: ProgressFn | None = None, progress_every_s: float = 15.0,
-                  sources: Sequence[str] | None = None) -> tuple[WGAN, dict[str, np.ndarray], float, float]:
-    """f-AnoGAN izi_f encoder training with G and D frozen. Returns (model, history, seconds, images/s)."""
+                  sources: Sequence[str] | None = None, noise=None) -> tuple[WGAN, dict[str, np.ndarray], float, float]:
+    """f-AnoGAN izi_f encoder training with G and D frozen. Returns (model, history, seconds, images/s).
+
+    With an observation model the image term compares x with the *expected* observation of G(E(x)) (what a
+    perfect model would predict for the pixel, the sky's clipped-noise mean included), and the feature term the
+    critic's features of x with those of a noisy observation of G(E(x)) (what the critic was trained to see).
+    The encoder's learning rate follows a cosine schedule to zero, so the last iterations settle.
+    """
     config = config or model.config
     model, device, bf16, cl = _prepare(model, config, device)
-    sampler = _as_sampler(images, config, device, cl, config.seed + 3, sources)
+    sampler = _as_sampler(images, config, device, cl, config.seed + 3, sources, noise)
     G, D, E = model.generator, model.critic, model.encoder
     if config.encoder_init_from_critic:
         E.convs.load_state_dict(D.convs.state_dict())
@@ -408,6 +448,7 @@ def train_encoder(images, model: WGAN, config: WGANConfig | None = None, device=
     E_fwd = _maybe_compile(E, config.compile, device)
     opt = torch.optim.Adam(E.parameters(), lr=config.encoder_lr, betas=config.betas)
     bs, n_iter = config.encoder_batch_size, config.encoder_iterations
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, n_iter))
     keys = ("encoder_loss", "image_loss", "feature_loss")
     hist = {k: torch.zeros(n_iter, device=device) for k in keys}
     reporter = _Reporter("encoder", n_iter, bs, progress, progress_every_s)
@@ -415,16 +456,26 @@ def train_encoder(images, model: WGAN, config: WGANConfig | None = None, device=
     try:
         for it in range(n_iter):
             x = sampler.next(bs)
+            noise = sampler.last_noise()
             with amp:
                 rec = G_fwd(E_fwd(x))
-                both = D.features(torch.cat([x, rec])).float()
+            rec = rec.float()
+            seen, predicted = rec, rec
+            if noise is not None:
+                from ww_assets.model.observation import fast_expected_and_variance
+
+                predicted, _ = fast_expected_and_variance(rec, noise)
+                seen = _observed(rec, noise, config)
+            with amp:
+                both = D.features(torch.cat([x, seen])).float()
             f_real, f_rec = both[:bs].detach(), both[bs:]
-            img = F.mse_loss(rec.float(), x)
+            img = F.mse_loss(predicted, x)
             feat = F.mse_loss(f_rec, f_real)
             loss = img + config.kappa * feat
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            schedule.step()
             hist["encoder_loss"][it], hist["image_loss"][it], hist["feature_loss"][it] = (
                 loss.detach(), img.detach(), feat.detach())
             step = it + 1
@@ -442,15 +493,16 @@ def train_encoder(images, model: WGAN, config: WGANConfig | None = None, device=
 
 
 def train(images, config: WGANConfig | None = None, device=None, progress: ProgressFn | None = None,
-          progress_every_s: float = 15.0, sources: Sequence[str] | None = None) -> TrainResult:
+          progress_every_s: float = 15.0, sources: Sequence[str] | None = None, noise=None) -> TrainResult:
     """Both phases from scratch: WGAN-GP, then the izi_f encoder. ``images``: uint8 (N, 3, 96, 96) or a list.
 
     ``device``: None/"auto" picks CUDA when present, else CPU (``result.device`` says which).
-    ``sources``: names of the arrays (file paths) for error messages.
+    ``sources``: names of the arrays (file paths) for error messages. ``noise``: the sky noise of every image
+    ((N, 3) flux sigma, channel order i, r, g; or a list like ``images``), needed by the observation model.
     """
     config = config or WGANConfig()
     model, dev, bf16, cl = _prepare(None, config, device)
-    sampler = _as_sampler(images, config, dev, cl, config.seed, sources)
+    sampler = _as_sampler(images, config, dev, cl, config.seed, sources, noise)
     model, gan_hist, gan_s, gan_rate = train_gan(sampler, config, dev, progress, progress_every_s, model)
     sampler.reseed(config.seed + 3)
     model, enc_hist, enc_s, enc_rate = train_encoder(sampler, model, config, dev, progress, progress_every_s)

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["iter_chunks", "score_cutouts", "score_batch_folder", "load_release_batch"]
+__all__ = ["iter_chunks", "score_cutouts", "score_batch_folder", "has_images", "load_release_batch"]
 
 def iter_chunks(images: np.ndarray, chunk: int, prefetch: int = 2,
                 out: list[np.ndarray] | None = None) -> Iterator[tuple[int, np.ndarray]]:
@@ -155,6 +155,17 @@ def score_batch_folder(layout, batch: str, score_config, device, chunk: int = 81
               "seconds": round(seconds, 3), "images_per_second": round(n / seconds, 1) if seconds > 0 and n else None}
     record["score_family"] = score_family(record)
     return table, record, n_quarantined, ids
+
+
+def has_images(layout, batch: str) -> bool:
+    """True when the batch's written cutouts hold at least one image (a release batch's empty folder holds none)."""
+    from ww_assets.images.batch import ImagingError
+    from ww_assets.images.cutouts import load_cutouts
+
+    try:
+        return len(load_cutouts(layout.images_dir(batch))[1]) > 0
+    except ImagingError:
+        return False
 
 
 def load_release_batch(run, release_name: str):

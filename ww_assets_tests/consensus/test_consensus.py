@@ -455,47 +455,6 @@ def test_raw_tables_rebuilt_forces_full_rebuild(raw_con):
     assert _vc(con) == {12: (1, 1, 1)}
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# the Dagster assets and checks
-# ----------------------------------------------------------------------------------------------------------------
-
-def test_assets_materialise_with_passing_checks(tiny_sample, storage_root):
-    import dagster as dg
-    from dagster_duckdb import DuckDBResource
-
-    from ww_assets.defs import consensus as defs_mod
-    from ww_assets.defs.resources import StorageResource
-    from ww_assets.storage import StorageLayout
-
-    layout = StorageLayout(storage_root)
-    con = duckdb.connect(str(layout.warehouse))
-    _ingest_folder(con, tiny_sample / "exports")
-    con.close()
-    assets = list(defs_mod.defs.assets)
-    checks = list(defs_mod.defs.asset_checks)
-    result = dg.materialize(
-        assets + checks,
-        resources={"duckdb": DuckDBResource(database=str(layout.warehouse)),
-                   "storage": StorageResource(root=str(storage_root))},
-        selection=dg.AssetSelection.groups("consensus"),
-    )
-    assert result.success
-    evaluations = result.get_asset_check_evaluations()
-    assert evaluations and all(e.passed for e in evaluations), [
-        (e.asset_key.to_user_string(), e.check_name, e.metadata) for e in evaluations if not e.passed]
-    names = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations}
-    assert ("volunteer_consensus", "selected_within_shown") in names
-    assert ("subject_consensus", "every_row_has_a_subject") in names
-    mats = {m.asset_key.to_user_string(): m.metadata for m in result.get_asset_materialization_events()
-            for m in [m.event_specific_data.materialization]}
-    assert set(mats) == {"image_exposures", "volunteer_consensus", "talk_consensus", "subject_consensus"}
-    assert mats["volunteer_consensus"]["dagster/row_count"].value > 0
-    assert "fraction_histogram" in mats["volunteer_consensus"]
-    # nothing personal in the metadata
-    text = json.dumps({k: str(v) for m in mats.values() for k, v in m.items()})
-    assert "not-logged-in" not in text and "user_name" not in text
-
-
 def test_partition_size_follows_the_memory_limit():
     con = duckdb.connect()
     con.execute("SET memory_limit = '20GB'")
@@ -505,23 +464,6 @@ def test_partition_size_follows_the_memory_limit():
     assert partitions.partition_exposures_for(con) == pytest.approx(1e9 / partitions.BYTES_PER_PARTITION_EXPOSURE, rel=0.01)
     con.execute("SET memory_limit = '10MB'")
     assert partitions.partition_exposures_for(con) == 1_000_000
-
-
-def test_warehouse_memory_limit_and_threads_come_from_the_environment(tmp_path):
-    from dagster_duckdb import DuckDBResource
-
-    from ww_assets.defs.resources import duckdb_connection_config
-
-    assert duckdb_connection_config({}) == {}
-    config = duckdb_connection_config({"WW_DUCKDB_MEMORY_LIMIT": "1GB", "WW_DUCKDB_THREADS": "1"})
-    assert config == {"memory_limit": "1GB", "threads": 1}
-    with pytest.raises(ValueError, match="WW_DUCKDB_THREADS='two'"):
-        duckdb_connection_config({"WW_DUCKDB_THREADS": "two"})
-    resource = DuckDBResource(database=str(tmp_path / "w.duckdb"), connection_config=config)
-    with resource.get_connection() as con:
-        assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 1
-        assert partitions.memory_limit_bytes(con) == pytest.approx(1e9, rel=0.01)
-        assert partitions.partition_exposures_for(con) < partitions.DEFAULT_PARTITION_EXPOSURES
 
 
 def test_exposure_count_follows_ingests(raw_con):

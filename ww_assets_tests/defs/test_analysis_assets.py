@@ -16,14 +16,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ww_assets.storage import StorageLayout
+from ww_assets.consensus.schema import ensure_consensus_schema
+from ww_assets.consensus.wilson import wilson_sql
+from ww_assets.images.batch import BatchCollector
+from ww_assets.images.cutouts import write_cutout_batch
+from ww_assets.scores.normalise import collect_scores, normalise_scores
+from ww_assets.scores.release import ScoreTable, write_scores_folder
+from ww_assets.storage import StorageLayout, write_parquet
 
 N_PER_BATCH = 150
 BATCHES = ("b0", "b1")
+#: what score_config.json says of the world's scores: one model, one formula (one score family)
+SCORE_RECORD = {"source": "model", "model_fingerprint": "analysis-test-world", "formula": "hsc", "lam": 0.3,
+                "refine_steps": 0}
 
 
 def build_world(root: Path, seed: int = 7) -> dict:
-    """Write scores, latents, cutouts, a warehouse with consensus tables, and truth.csv under ``root``."""
+    """Write scores, latents, cutouts, a warehouse with consensus tables, and truth.csv under ``root``, each with
+    the writer the pipeline uses for it (the scores and images stages' folder writers, the normalisation, the
+    warehouse's own schema and Wilson interval)."""
     rng = np.random.default_rng(seed)
     layout = StorageLayout(root)
     n = N_PER_BATCH * len(BATCHES)
@@ -43,27 +54,17 @@ def build_world(root: Path, seed: int = 7) -> dict:
     batch = np.repeat(BATCHES, N_PER_BATCH)
     for b in BATCHES:
         m = batch == b
-        d = layout.scores_dir(b)
-        d.mkdir(parents=True)
-        np.save(d / "latent_vectors.npy", z[m])
-        pd.DataFrame({"image_identifier": ids[m], "image score": image_score[m], "feature score": feature_score[m],
-                      "anomaly score": anomaly[m]}).to_csv(d / "anomaly_scores.csv", index=False)
-        pd.DataFrame({"image_id": ids[m], "batch": b, "image_score": image_score[m],
-                      "feature_score": feature_score[m], "anomaly_score": anomaly[m]}).to_parquet(d / "scores.parquet")
-        img_dir = layout.images_dir(b)
-        img_dir.mkdir(parents=True)
-        cut = rng.integers(0, 255, size=(int(m.sum()), 3, 96, 96), dtype=np.uint8)
-        np.save(img_dir / "cutouts.npy", cut)
-        pd.DataFrame({"image_id": ids[m], "batch": b, "row": np.arange(m.sum()), "source_path": "x",
-                      "ra": rng.uniform(0, 360, m.sum()), "dec": rng.uniform(-5, 5, m.sum())}
-                     ).to_parquet(img_dir / "catalog.parquet")
-    norm = pd.DataFrame({"image_id": ids, "batch": batch, "image_score": image_score, "feature_score": feature_score,
-                         "anomaly_score": anomaly})
-    for c in ("image", "feature", "anomaly"):
-        v = norm[f"{c}_score"]
-        norm[f"{c}_score_sigma"] = (v - v.mean()) / v.std(ddof=0)
-    norm["anomaly_rank"] = norm["anomaly_score"].rank(ascending=False, method="first").astype(int)
-    norm.to_parquet(StorageLayout(root).normalised_scores_file)
+        k = int(m.sum())
+        write_scores_folder(layout.scores_dir(b), b,
+                            ScoreTable(ids[m], image_score[m], feature_score[m], anomaly[m], z[m]), SCORE_RECORD)
+        cut = rng.integers(0, 255, size=(k, 3, 96, 96), dtype=np.uint8)
+        ra, dec = rng.uniform(0, 360, k), rng.uniform(-5, 5, k)
+        images = BatchCollector(96, {})
+        images.add_rgb(list(ids[m]), ["x"] * k, cut, radec=list(zip(ra, dec)))
+        write_cutout_batch(images.result(b), layout.images_dir(b))
+    frame, missing, dropped = collect_scores(layout, list(BATCHES))
+    assert not missing and not dropped
+    write_parquet(normalise_scores(frame), layout.normalised_scores_file)
 
     is_subject = rng.uniform(size=n) < 0.7
     is_subject[4] = True  # the "more like this" query below asks by its Zooniverse subject id
@@ -73,19 +74,28 @@ def build_world(root: Path, seed: int = 7) -> dict:
     selected = rng.binomial(shown, p)
     top_tag = np.where(kind == "oddity", label, np.where(kind == "artifact", "artifact", None))
     top_tag = np.where((kind == "normal") & (rng.uniform(size=n) < 0.1), "spiral", top_tag)
+    tagged = top_tag != None  # noqa: E711  (an object array: element-wise)
     cons = pd.DataFrame({"subject_id": sid, "image_id": ids, "ra": 0.0, "dec": 0.0, "image_ref": "x",
-                         "shown": shown, "selected": selected, "fraction": selected / shown,
-                         "ci_low": 0.0, "ci_high": 1.0, "comments": (top_tag != None).astype(int),  # noqa: E711
-                         "commenters": 0, "top_tag": top_tag, "top_tag_share": 1.0})[is_subject]
+                         "shown": shown, "selected": selected, "comments": tagged.astype(int), "commenters": 0,
+                         "top_tag": top_tag, "top_tag_share": np.where(tagged, 1.0, np.nan)})[is_subject]
+    fraction, ci_low, ci_high = wilson_sql("selected", "shown")
     con = duckdb.connect(str(layout.warehouse))
-    con.execute("create schema consensus; create schema raw")
-    con.register("c", cons)
-    con.execute("create table consensus.subject_consensus as select * from c")
-    con.execute("create table raw.subjects as select subject_id, image_id as object_id from c")
-    con.close()
+    try:
+        ensure_consensus_schema(con)           # consensus.subject_consensus is the view over the three tables
+        con.register("c", cons)
+        con.execute("INSERT INTO consensus.subject_identity (subject_id, image_id, ra, dec, image_ref) "
+                    "SELECT subject_id, image_id, ra, dec, image_ref FROM c")
+        con.execute("INSERT INTO consensus.volunteer_consensus (subject_id, shown, selected, fraction, ci_low, "
+                    f"ci_high, pages) SELECT subject_id, shown, selected, {fraction}, {ci_low}, {ci_high}, shown "
+                    "FROM c")
+        con.execute("INSERT INTO consensus.talk_consensus (subject_id, comments, commenters, top_tag, top_tag_share) "
+                    "SELECT subject_id, comments, commenters, top_tag, top_tag_share FROM c WHERE comments > 0")
+        con.execute("INSERT INTO raw.subjects (subject_id, object_id) SELECT subject_id, image_id FROM c")
+    finally:
+        con.close()
     layout.sample_dir.mkdir(parents=True)
     pd.DataFrame({"object_id": ids, "batch": batch, "label": label, "is_odd": kind == "oddity",
-                  "is_artifact": kind == "artifact"}).to_csv(layout.sample_dir / "truth.csv", index=False)
+                  "is_artifact": kind == "artifact"}).to_csv(layout.truth_file, index=False)
     return {"ids": ids, "kind": kind, "is_subject": is_subject, "subject_ids": sid}
 
 
@@ -101,13 +111,16 @@ def world(tmp_path_factory):
 def materialised(world):
     import dagster as dg
 
-    from ww_assets.defs import analysis
+    from ww_assets.defs.analysis.comparison import consensus_vs_score
+    from ww_assets.defs.analysis.latent_map import latent_umap
+    from ww_assets.defs.analysis.next_round import next_volunteer_round
+    from ww_assets.defs.analysis.plots import plots
+    from ww_assets.defs.analysis.similarity import more_like_this, similar_images
     from ww_assets.defs.resources import StorageResource
 
     root, info = world
     res = dg.materialize(
-        [analysis.latent_umap, analysis.similar_images, analysis.consensus_vs_score, analysis.plots,
-         analysis.next_volunteer_round, analysis.more_like_this],
+        [latent_umap, similar_images, consensus_vs_score, plots, next_volunteer_round, more_like_this],
         resources={"storage": StorageResource(root=str(root))},
         run_config={"ops": {
             "latent_umap": {"config": {"n_epochs": 100}},
@@ -217,13 +230,13 @@ def test_next_round_asset_uploads_when_configured(materialised, loopback_zoonive
     """The asset's live path: credentials from the environment, subject set created, subjects uploaded."""
     import dagster as dg
 
-    from ww_assets.defs import analysis
+    from ww_assets.defs.analysis.next_round import next_volunteer_round
     from ww_assets.defs.resources import StorageResource
 
     root, info, _ = materialised
     server = loopback_zooniverse
     res = dg.materialize(
-        [analysis.next_volunteer_round], resources={"storage": StorageResource(root=str(root))},
+        [next_volunteer_round], resources={"storage": StorageResource(root=str(root))},
         run_config={"ops": {"next_volunteer_round": {"config": {
             "n_subjects": 5, "round_name": "live-test", "upload": True, "project_id": server.project_id,
             "subject_set_name": "W&W round 2"}}}})

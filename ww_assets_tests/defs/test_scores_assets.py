@@ -10,19 +10,22 @@ import pandas as pd
 import pytest
 import torch
 
+from ww_assets.defs.analysis.detection import detection_quality
+from ww_assets.defs.images.assets import cutouts
+from ww_assets.defs.images.partitions import image_batches
+from ww_assets.defs.resources import ImageSourceResource, SampleResource, StorageResource
+from ww_assets.defs.scores.assets import AnomalyScoreConfig, anomaly_scores_normalised, score_batch
 from ww_assets.images import cutouts as imaging
-from ww_assets.scores.batches import score_cutouts
-from ww_assets.scores import release
-from ww_assets.storage import LATENTS_FILE, RELEASE_SCORES_FILE, SCORES_FILE, SCORE_CONFIG_FILE
+from ww_assets.images.lupton import IMAGE_SIZE, lupton_rgb
+from ww_assets.images.sources import ImageSourceError
 from ww_assets.model.checkpoints import save_wgan
-from ww_assets.defs.images import IMAGE_BATCHES, ImageSourceError, ImageSourceResource, cutouts
-from ww_assets.defs.resources import SampleResource, StorageResource
-from ww_assets.defs.scores import (AnomalyScoreConfig, anomaly_scores_normalised, detection_quality,
-                                   resolve_score_config, score_batch)
 from ww_assets.model.networks import WGAN, WGANConfig
-from ww_assets.storage import StorageLayout
+from ww_assets.scores import release
+from ww_assets.scores.batches import score_cutouts
+from ww_assets.storage import (LATENTS_FILE, RELEASE_SCORES_FILE, SCORE_CONFIG_FILE, SCORE_HISTOGRAM_FILE,
+                               SCORES_FILE, StorageLayout)
 
-S = imaging.IMAGE_SIZE
+S = IMAGE_SIZE
 
 
 def galaxies(n: int, seed: int) -> np.ndarray:
@@ -85,8 +88,8 @@ def test_scores_finite_deterministic_and_see_flips_and_shifts(model_dir):
     from ww_assets.model.checkpoints import load_wgan
 
     wgan = load_wgan(model_dir, device="cpu")
-    images = imaging.lupton_rgb(galaxies(8, 5))
-    score_cfg, device = resolve_score_config(AnomalyScoreConfig(device="cpu", batch_size=3))
+    images = lupton_rgb(galaxies(8, 5))
+    score_cfg, device = AnomalyScoreConfig(device="cpu", batch_size=3).resolve()
     assert device.type == "cpu" and score_cfg.precision == "fp32"            # "auto" is fp32 off the GPU
     first = score_cutouts(wgan, images, score_cfg, device, chunk=5)
     again = score_cutouts(wgan, images.copy(), score_cfg, device, chunk=5)
@@ -109,7 +112,7 @@ def test_scores_finite_deterministic_and_see_flips_and_shifts(model_dir):
 def test_partition_scores_release_formats_quarantine_and_rerun(storage_root, model_dir, source):
     layout = StorageLayout(storage_root)
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(IMAGE_BATCHES.name, ["b1", "b2"])
+    instance.add_dynamic_partitions(image_batches.name, ["b1", "b2"])
     res = resources(storage_root, source)
     result = run([cutouts, score_batch], instance, res, "b1", {"device": "cpu", "batch_size": 4, "log_every": 1})
     assert result.success
@@ -118,8 +121,7 @@ def test_partition_scores_release_formats_quarantine_and_rerun(storage_root, mod
     assert set(quarantine["image_id"]) == {"103", "999"}
     folder = layout.scores_dir("b1")
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [SCORES_FILE, RELEASE_SCORES_FILE, LATENTS_FILE, SCORE_CONFIG_FILE,
-         "anomaly_score_hist.png"])
+        [SCORES_FILE, RELEASE_SCORES_FILE, LATENTS_FILE, SCORE_CONFIG_FILE, SCORE_HISTOGRAM_FILE])
     frame, latents, config = release.read_scores_folder(folder)
     expected = [f"{100 + k}" for k in range(12) if k != 3]
     assert list(frame["image_id"]) == expected                        # quarantined images absent, catalog order
@@ -164,19 +166,26 @@ def test_partition_scores_release_formats_quarantine_and_rerun(storage_root, mod
     np.testing.assert_allclose(frame2["anomaly_score"], frame2["image_score"] + frame2["feature_score"], rtol=1e-5)
 
 
-def test_release_batches_and_normalisation(storage_root, model_dir, source, tmp_path):
-    rel = tmp_path / "release"
+def write_published_run(rel, rng, n: int = 9) -> pd.DataFrame:
+    """One run of the published W&W release as it is distributed: wandw_run1.csv (its own column names) and
+    wandw_run1.npy, written as the release has them (not with our writers)."""
     rel.mkdir()
-    rng = np.random.default_rng(3)
-    n = 9
     published = pd.DataFrame({"image_identifier": [f"3641144854027{k:04d}" for k in range(n)],
                               "image score": rng.gamma(2, 1, n), "feature score": rng.gamma(2, 1, n),
                               "anomaly score": rng.gamma(2, 1, n)})
     published.to_csv(rel / "wandw_run1.csv", index=False)
     np.save(rel / "wandw_run1.npy", rng.uniform(-1, 1, (n, 128)).astype(np.float32))
+    return published
+
+
+def test_release_batches_and_normalisation(storage_root, model_dir, source, tmp_path):
+    rel = tmp_path / "release"
+    rng = np.random.default_rng(3)
+    n = 9
+    published = write_published_run(rel, rng, n)
     layout = StorageLayout(storage_root)
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(IMAGE_BATCHES.name, ["b2", "release-wandw_run1"])
+    instance.add_dynamic_partitions(image_batches.name, ["b2", "release-wandw_run1"])
     res = resources(storage_root, source, rel)
     assert run([cutouts, score_batch], instance, res, "b2", {"device": "cpu"}).success
     result = run([cutouts, score_batch], instance, res, "release-wandw_run1")
@@ -195,12 +204,7 @@ def test_release_batches_and_normalisation(storage_root, model_dir, source, tmp_
         assert abs(sub["anomaly_score_sigma"].mean()) < 1e-9
         assert sorted(sub["anomaly_rank"]) == list(range(1, len(sub) + 1))
     meta = norm.get_asset_materialization_events()[0].materialization.metadata
-    assert meta["rows"].value == n + 6 and len(meta["score_families"].value) == 2
-
-    # a release batch whose release folder is no longer configured fails, naming the setting
-    res_without = resources(storage_root, source)
-    with pytest.raises(ImageSourceError, match="images.release"):
-        run([score_batch], instance, res_without, "release-wandw_run1")
+    assert meta["dagster/row_count"].value == n + 6 and len(meta["score_families"].value) == 2
 
     # a CSV whose rows do not match its npy fails the batch, naming both files
     np.save(rel / "wandw_run1.npy", rng.uniform(-1, 1, (n - 1, 128)).astype(np.float32))
@@ -208,10 +212,25 @@ def test_release_batches_and_normalisation(storage_root, model_dir, source, tmp_
         run([score_batch], instance, res, "release-wandw_run1")
 
 
+def test_release_batch_without_its_release_folder_fails_naming_the_setting(storage_root, model_dir, source,
+                                                                           tmp_path):
+    rel = tmp_path / "release"
+    write_published_run(rel, np.random.default_rng(3))
+    layout = StorageLayout(storage_root)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(image_batches.name, ["release-wandw_run1"])
+    assert run([cutouts, score_batch], instance, resources(storage_root, source, rel), "release-wandw_run1").success
+    loaded = (layout.scores_dir("release-wandw_run1") / RELEASE_SCORES_FILE).read_bytes()
+    # the release folder is no longer configured: the batch fails, naming the setting, and keeps its scores
+    with pytest.raises(ImageSourceError, match="images.release"):
+        run([score_batch], instance, resources(storage_root, source), "release-wandw_run1")
+    assert (layout.scores_dir("release-wandw_run1") / RELEASE_SCORES_FILE).read_bytes() == loaded
+
+
 def test_detection_quality_reads_truth_only_for_the_sample(storage_root, model_dir, source, tmp_path):
     layout = StorageLayout(storage_root)
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(IMAGE_BATCHES.name, ["b2"])
+    instance.add_dynamic_partitions(image_batches.name, ["b2"])
     res = resources(storage_root, source)
     assert run([cutouts, score_batch], instance, res, "b2", {"device": "cpu"}).success
     assert dg.materialize([anomaly_scores_normalised], instance=instance, resources=res).success
@@ -234,9 +253,9 @@ def test_detection_quality_reads_truth_only_for_the_sample(storage_root, model_d
 
 def test_score_config_is_validated(model_dir):
     with pytest.raises(ValueError, match="precision"):
-        resolve_score_config(AnomalyScoreConfig(device="cpu", precision="fp16"))
+        AnomalyScoreConfig(device="cpu", precision="fp16").resolve()
     with pytest.raises(ValueError, match="formula"):
-        resolve_score_config(AnomalyScoreConfig(device="cpu", formula="l2"))
-    cfg, _ = resolve_score_config(AnomalyScoreConfig(device="cpu", refine_steps=10))
+        AnomalyScoreConfig(device="cpu", formula="l2").resolve()
+    cfg, _ = AnomalyScoreConfig(device="cpu", refine_steps=10).resolve()
     assert "10 Adam steps" in cfg.describe()
     assert json.loads(json.dumps(cfg.to_dict()))["refine_steps"] == 10

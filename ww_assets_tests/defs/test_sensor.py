@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import dagster as dg
@@ -11,13 +12,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ww_assets.defs.images import sensors as image_sensors
+from ww_assets.defs.images.assets import cutouts
+from ww_assets.defs.images.partitions import image_batches
+from ww_assets.defs.images.sensors import new_image_batches
+from ww_assets.defs.resources import ImageSourceResource, SampleResource, StorageResource
+from ww_assets.defs.scores.assets import score_batch
+from ww_assets.defs.scores.jobs import score_image_batches
 from ww_assets.images import cutouts as imaging
+from ww_assets.images.sources import ImageSourceError, batch_names
 from ww_assets.scores import release
-from ww_assets.defs import images as images_defs
-from ww_assets.defs.images import (IMAGE_BATCHES, ImageSourceError, ImageSourceResource, cutouts,
-                                   discover_image_batches, new_image_batches, score_image_batches)
-from ww_assets.defs.resources import SampleResource, StorageResource
+from ww_assets.settings import SettingError
 from ww_assets.storage import StorageLayout
+
+
+def discover_image_batches(images: ImageSourceResource, layout: StorageLayout) -> list[str]:
+    """The batch names the demo registers for an image source (ImageSourceError listing any problems)."""
+    return batch_names(images.images_root(layout), images.release_dir())
 
 
 def _batch(folder, ids, seed=0):
@@ -64,7 +75,7 @@ def test_sensor_adds_partitions_and_requests_runs_once(setup):
     instance = dg.DagsterInstance.ephemeral()
     result = _tick(instance, None, res)
     assert isinstance(result, dg.SensorResult)
-    assert sorted(instance.get_dynamic_partitions(IMAGE_BATCHES.name)) == ["night1", "release-run1"]
+    assert sorted(instance.get_dynamic_partitions(image_batches.name)) == ["night1", "release-run1"]
     requests = {r.partition_key: r for r in result.run_requests}
     assert sorted(requests) == ["night1", "release-run1"]
     assert [k.to_user_string() for k in requests["night1"].asset_selection] == [
@@ -81,11 +92,11 @@ def test_sensor_adds_partitions_and_requests_runs_once(setup):
     _batch(src / "night2", ["4"])
     waiting = _tick(instance, cursor, res)
     assert isinstance(waiting, dg.SkipReason) and "night2" in waiting.skip_message
-    assert "night2" not in instance.get_dynamic_partitions(IMAGE_BATCHES.name)
+    assert "night2" not in instance.get_dynamic_partitions(image_batches.name)
     _age(src / "night2")
     result = _tick(instance, cursor, res)
     assert [r.partition_key for r in result.run_requests] == ["night2"]
-    assert "night2" in instance.get_dynamic_partitions(IMAGE_BATCHES.name)
+    assert "night2" in instance.get_dynamic_partitions(image_batches.name)
     cursor = result.cursor
 
     # a batch whose files changed is scored again (the run replaces its partition), under a new run key
@@ -103,7 +114,7 @@ def test_sensor_adds_partitions_and_requests_runs_once(setup):
 def test_batches_scored_before_the_sensor_are_not_rescored(setup, storage_root):
     src, rel, res = setup
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(IMAGE_BATCHES.name, ["night1"])
+    instance.add_dynamic_partitions(image_batches.name, ["night1"])
     instance.report_runless_asset_event(dg.AssetMaterialization("anomaly_scores", partition="night1"))
     result = _tick(instance, None, res)
     assert [r.partition_key for r in result.run_requests] == ["release-run1"]
@@ -116,8 +127,6 @@ def test_requested_run_executes(setup, storage_root):
     instance = dg.DagsterInstance.ephemeral()
     result = _tick(instance, None, res)
     req = next(r for r in result.run_requests if r.partition_key == "night1")
-    from ww_assets.defs.scores import score_batch
-
     defs = dg.Definitions(assets=[cutouts, score_batch], jobs=[score_image_batches], sensors=[new_image_batches],
                           resources=res)
     job = defs.resolve_job_def("score_image_batches")
@@ -140,11 +149,13 @@ def test_discover_and_problems(setup, tmp_path, storage_root):
     instance = dg.DagsterInstance.ephemeral()
     result = _tick(instance, None, res)
     assert sorted(r.partition_key for r in result.run_requests) == ["night1", "release-run1"]
-    # a folder that does not exist names the setting
-    with pytest.raises(ImageSourceError, match=r"images.source .*does not exist"):
-        discover_image_batches(ImageSourceResource(source=str(tmp_path / "nope")), layout)
-    with pytest.raises(ImageSourceError, match=r"images.release .*does not exist"):
-        discover_image_batches(ImageSourceResource(source=str(src), release=str(tmp_path / "nope")), layout)
+    # a folder that does not exist names the setting (its variable, the resource field and the value)
+    nope = tmp_path / "nope"
+    named = re.escape(f"='{nope}'")
+    with pytest.raises(SettingError, match=rf"WW_IMAGES_SOURCE{named} \(resource images\.source\): .*no such folder"):
+        discover_image_batches(ImageSourceResource(source=str(nope)), layout)
+    with pytest.raises(SettingError, match=rf"WW_RELEASE_DIR{named} \(resource images\.release\): .*no such folder"):
+        discover_image_batches(ImageSourceResource(source=str(src), release=str(nope)), layout)
 
 
 def test_sample_source(tiny_sample, storage_root):
@@ -168,9 +179,9 @@ def test_sample_source(tiny_sample, storage_root):
 def test_default_status_follows_configuration(monkeypatch):
     monkeypatch.delenv("WW_IMAGES_SOURCE", raising=False)
     monkeypatch.delenv("WW_RELEASE_DIR", raising=False)
-    assert images_defs._sensor_default_status() == dg.DefaultSensorStatus.STOPPED
+    assert image_sensors._default_status() == dg.DefaultSensorStatus.STOPPED
     monkeypatch.setenv("WW_IMAGES_SOURCE", "/data/hsc/cutouts")
-    assert images_defs._sensor_default_status() == dg.DefaultSensorStatus.RUNNING
+    assert image_sensors._default_status() == dg.DefaultSensorStatus.RUNNING
     monkeypatch.setenv("WW_IMAGES_SOURCE", "sample")
     monkeypatch.setenv("WW_RELEASE_DIR", "/data/release")
-    assert images_defs._sensor_default_status() == dg.DefaultSensorStatus.RUNNING
+    assert image_sensors._default_status() == dg.DefaultSensorStatus.RUNNING

@@ -2,32 +2,37 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import logging
+
 import dagster as dg
 import duckdb
 import pytest
-from dagster_duckdb import DuckDBResource
 
-from ww_assets.defs import zooniverse as zdefs
-from ww_assets.defs.resources import SampleResource, StorageResource
+from ww_assets.defs.resources import SampleResource, StorageResource, WarehouseResource, ZooniverseResource
+from ww_assets.defs.zooniverse.assets import (talk_comments, talk_tags, zooniverse_classifications,
+                                              zooniverse_subjects)
+from ww_assets.defs.zooniverse.checks import classifications_pages_consistent, classifications_quarantine_rate
 from ww_assets_tests.support.loopback_zooniverse import (  # noqa: F401 - fixtures
     loopback_exports,
     loopback_zooniverse,
     write_export_folder,
 )
 
-ASSETS = [zdefs.zooniverse_subjects, zdefs.zooniverse_classifications, zdefs.talk_comments, zdefs.talk_tags]
-CHECKS = [zdefs.classifications_quarantine_rate, zdefs.classifications_pages_consistent]
+ASSETS = [zooniverse_subjects, zooniverse_classifications, talk_comments, talk_tags]
+CHECKS = [classifications_quarantine_rate, classifications_pages_consistent]
 
 
 def resources(storage_root, zooniverse):
     return {"zooniverse": zooniverse, "storage": StorageResource(root=str(storage_root)),
             "sample": SampleResource(size="tiny"),
-            "duckdb": DuckDBResource(database=str(storage_root / "warehouse.duckdb"))}
+            "duckdb": WarehouseResource(database=str(storage_root / "warehouse.duckdb"))}
 
 
-def live_resource(server) -> zdefs.ZooniverseResource:
-    return zdefs.ZooniverseResource(source="live", project=server.slug, talk_endpoint=server.talk_endpoint,
-                                    wait_timeout_s=3.0, http_timeout_s=2.0, backoff_s=0.02, talk_poll_s=0.02)
+def live_resource(server) -> ZooniverseResource:
+    return ZooniverseResource(source="live", project=server.slug, talk_endpoint=server.talk_endpoint,
+                              wait_timeout_s=3.0, http_timeout_s=2.0, backoff_s=0.02, talk_poll_s=0.02)
 
 
 def materialization_metadata(result, key: str) -> dict:
@@ -40,6 +45,7 @@ def test_live_materialisation_pulls_everything_and_leaks_nothing(loopback_zooniv
                                                                   caplog, capfd):
     server = loopback_zooniverse
     server.fail_next(1, 503, r"classifications_export$")        # a fault on the way, logged as a retry
+    caplog.set_level(logging.DEBUG, logger="urllib3")           # the HTTP layer retries a 5xx (DEBUG lines)
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(ASSETS + CHECKS, resources=resources(storage_root, live_resource(server)),
                             instance=instance)
@@ -65,7 +71,8 @@ def test_live_materialisation_pulls_everything_and_leaks_nothing(loopback_zooniv
     con.close()
     event_log = "\n".join(dg.serialize_value(entry) for entry in instance.all_logs(result.run_id))
     assert "raw.classifications: 60 rows seen" in event_log            # the log is really there
-    assert "transient failure" in caplog.text                           # and so are the retry warnings
+    retries = [r.getMessage() for r in caplog.records if r.name.startswith("urllib3") and "Retry" in r.getMessage()]
+    assert any("classifications_export" in m for m in retries), retries     # and so is the retry
     out, err = capfd.readouterr()
     for where, blob in [("duckdb", text), ("event log", event_log), ("python logs", caplog.text),
                         ("stdout/stderr", out + err)]:
@@ -77,7 +84,7 @@ def test_live_materialisation_pulls_everything_and_leaks_nothing(loopback_zooniv
     larger = write_export_folder(tmp_path / "larger", n_pages=85)
     server.serve_exports(larger.folder)
     server.faults.talk_refuse_repeat = False
-    again = dg.materialize([zdefs.zooniverse_classifications],
+    again = dg.materialize([zooniverse_classifications],
                            resources=resources(storage_root, live_resource(server)), instance=instance)
     meta2 = materialization_metadata(again, "zooniverse_classifications")
     assert (meta2["rows_new"], meta2["rows_duplicate"], meta2["table_rows"]) == (25, 60, 85)
@@ -86,8 +93,8 @@ def test_live_materialisation_pulls_everything_and_leaks_nothing(loopback_zooniv
 def test_export_folder_without_pseudonym_key_fails_clearly(storage_root, tmp_path, monkeypatch):
     truth = write_export_folder(tmp_path / "exports", n_pages=10)
     monkeypatch.delenv("WW_PSEUDONYM_KEY", raising=False)
-    zooniverse = zdefs.ZooniverseResource(source="export_folder", export_folder=str(truth.folder))
-    result = dg.materialize([zdefs.zooniverse_classifications], resources=resources(storage_root, zooniverse),
+    zooniverse = ZooniverseResource(source="export_folder", export_folder=str(truth.folder))
+    result = dg.materialize([zooniverse_classifications], resources=resources(storage_root, zooniverse),
                             raise_on_error=False)
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error
@@ -101,7 +108,7 @@ def test_export_folder_without_pseudonym_key_fails_clearly(storage_root, tmp_pat
 def test_export_folder_source_with_key(storage_root, tmp_path, monkeypatch):
     truth = write_export_folder(tmp_path / "exports", n_pages=12, bad_rows=True)
     monkeypatch.setenv("WW_PSEUDONYM_KEY", "folder-key")
-    zooniverse = zdefs.ZooniverseResource(source="export_folder", export_folder=str(truth.folder))
+    zooniverse = ZooniverseResource(source="export_folder", export_folder=str(truth.folder))
     result = dg.materialize(ASSETS + CHECKS, resources=resources(storage_root, zooniverse), raise_on_error=False)
     assert result.success          # checks WARN but do not fail the run
     meta = materialization_metadata(result, "zooniverse_classifications")
@@ -110,7 +117,7 @@ def test_export_folder_source_with_key(storage_root, tmp_path, monkeypatch):
     rate = [e for e in result.get_asset_check_evaluations() if e.check_name == "classifications_quarantine_rate"][0]
     assert not rate.passed and rate.severity == dg.AssetCheckSeverity.WARN
     # the same, unchanged file is not read again on the next run
-    again = dg.materialize([zdefs.zooniverse_classifications], resources=resources(storage_root, zooniverse))
+    again = dg.materialize([zooniverse_classifications], resources=resources(storage_root, zooniverse))
     meta2 = materialization_metadata(again, "zooniverse_classifications")
     assert (meta2["rows_seen"], meta2["table_rows"]) == (0, 12) and "already ingested" in meta2["source_notes"]
 
@@ -118,36 +125,88 @@ def test_export_folder_source_with_key(storage_root, tmp_path, monkeypatch):
 def test_sample_source_reads_the_embedded_sample(storage_root, monkeypatch):
     pytest.importorskip("ww_assets.simulation")
     monkeypatch.delenv("WW_PSEUDONYM_KEY", raising=False)      # the sample may use its documented key
-    result = dg.materialize(ASSETS, resources=resources(storage_root, zdefs.ZooniverseResource()))
+    result = dg.materialize(ASSETS, resources=resources(storage_root, ZooniverseResource()))
     assert result.success
     meta = materialization_metadata(result, "zooniverse_classifications")
     assert meta["source"] == "sample" and meta["rows_new"] > 0 and meta["rows_quarantined"] == 0
 
 
-def test_resource_from_environment():
-    assert zdefs.zooniverse_resource_from_env({}).source == "sample"
-    live = zdefs.zooniverse_resource_from_env({"WW_ZOONIVERSE_PROJECT": "someone/project"})
-    assert (live.source, live.project) == ("live", "someone/project")
-    assert zdefs.zooniverse_resource_from_env({"WW_ZOONIVERSE_EXPORT_FOLDER": "/x"}).source == "export_folder"
+def test_a_click_off_its_page_is_counted_not_failed(storage_root, tmp_path):
+    """A click on a subject that is not on its page is kept at ingest (the rest of the page is good; the consensus
+    build quarantines the click alone), so the page check counts it and passes. It used to fail the check."""
+    truth = write_export_folder(tmp_path / "exports", n_pages=12)
+    path = truth.files["classifications"]
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    header, first = rows[0], rows[1]
+    data, notes = header.index("subject_data"), header.index("annotations")
+    page = {int(s) for v in json.loads(first[data]).values() for s in v["#group_subject_ids"].split("-")}
+    off_page = next(s for s in truth.subject_ids if s not in page)
+    annotations = json.loads(first[notes])
+    annotations[0]["value"].append({"subject": off_page})
+    first[notes] = json.dumps(annotations, separators=(",", ":"))
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, lineterminator="\n").writerows(rows)
+
+    zooniverse = ZooniverseResource(source="export_folder", export_folder=str(truth.folder))
+    result = dg.materialize([zooniverse_classifications, classifications_pages_consistent],
+                            resources=resources(storage_root, zooniverse))
+    assert result.success
+    meta = materialization_metadata(result, "zooniverse_classifications")
+    assert (meta["rows_new"], meta["rows_quarantined"]) == (12, 0)            # the page is kept
+    (check,) = result.get_asset_check_evaluations()
+    counts = {k: v.value for k, v in check.metadata.items()}
+    assert check.passed and counts["pages_with_clicks_off_page"] == 1
+    assert (counts["rows"], counts["empty_pages"], counts["duplicate_ids"]) == (12, 0, 0)
+
+
+ZOONIVERSE_VARIABLES = ("WW_ZOONIVERSE_SOURCE", "WW_ZOONIVERSE_PROJECT", "WW_ZOONIVERSE_EXPORT_FOLDER",
+                        "WW_ZOONIVERSE_TALK_ENDPOINT")
+
+
+def zooniverse_resource_from_env() -> ZooniverseResource:
+    """The ``zooniverse`` resource as the code location builds it from the environment."""
+    from ww_assets.defs.resources import resources as project_resources
+
+    return project_resources().resources["zooniverse"]
+
+
+def test_resource_from_environment(monkeypatch):
+    from ww_assets.defs.resources import resolved
+    from ww_assets.settings import SettingError
+
+    for name in ZOONIVERSE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert zooniverse_resource_from_env().resolved_source() == "sample"
+    monkeypatch.setenv("WW_ZOONIVERSE_PROJECT", "someone/project")
+    live = zooniverse_resource_from_env()
+    assert (live.resolved_source(), resolved(live.project)) == ("live", "someone/project")
+    assert isinstance(live.project, dg.EnvVar) and live.project.env_var_name == "WW_ZOONIVERSE_PROJECT"
+    monkeypatch.delenv("WW_ZOONIVERSE_PROJECT")
+    monkeypatch.setenv("WW_ZOONIVERSE_EXPORT_FOLDER", "/x")
+    assert zooniverse_resource_from_env().resolved_source() == "export_folder"
+    # a bad value does not stop the code location from loading; it stops what uses it, naming the variable
+    monkeypatch.setenv("WW_ZOONIVERSE_SOURCE", "ftp")
+    bad = zooniverse_resource_from_env()
+    with pytest.raises(SettingError, match="WW_ZOONIVERSE_SOURCE='ftp'"):
+        bad.resolved_source()
 
 
 def test_schedule_is_stopped_and_job_covers_the_group_and_downstream():
-    from ww_assets.defs.resources import shared_resources
+    """The project's own graph (groups set by each defs folder's defs.yaml): the refresh job is the zooniverse
+    group and everything downstream of it that is not partitioned, nor in the images / scores / model groups."""
+    from ww_assets.definitions import defs
 
-    @dg.asset(deps=[zdefs.zooniverse_classifications, zdefs.talk_comments], group_name="consensus")
-    def downstream_consensus():
-        return None
-
-    @dg.asset(partitions_def=dg.StaticPartitionsDefinition(["b0"]), group_name="images")
-    def partitioned_images():
-        return None
-
-    defs = dg.Definitions.merge(zdefs.defs, dg.Definitions(assets=[downstream_consensus, partitioned_images]),
-                                dg.Definitions(resources=shared_resources()))
     schedule = defs.resolve_schedule_def("zooniverse_pull")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert schedule.cron_schedule == "0 */6 * * *" and schedule.job_name == "zooniverse_refresh"
+    graph = defs.resolve_asset_graph()
+    groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    zooniverse = {"zooniverse_subjects", "zooniverse_classifications", "talk_comments", "talk_tags"}
+    assert {k for k, g in groups.items() if g == "zooniverse"} == zooniverse
     job = defs.resolve_job_def("zooniverse_refresh")
     keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
-    assert keys == {"zooniverse_subjects", "zooniverse_classifications", "talk_comments", "talk_tags",
-                    "downstream_consensus"}
+    assert keys == zooniverse | {"image_exposures", "volunteer_consensus", "talk_consensus", "subject_consensus",
+                                 "consensus_vs_score", "plots", "next_volunteer_round", "more_like_this"}
+    assert not any(graph.get(dg.AssetKey(k)).partitions_def for k in keys)
+    assert not {groups[k] for k in keys} & {"images", "scores", "model"}

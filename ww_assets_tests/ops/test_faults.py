@@ -132,14 +132,14 @@ def test_scoring_run_killed_mid_partition_then_rerun(site):
 
     # Nothing half-written where a reader looks: no scores folder, so the batch reads as "not scored".
     assert not scores_dir.exists()
-    from ww_assets.defs.scores import collect_scores
+    from ww_assets.scores.normalise import collect_scores
     from ww_assets.storage import StorageLayout
 
     frame, missing, _ = collect_scores(StorageLayout(root), [BATCH])
     assert missing == [BATCH] and frame.empty
 
     # The killed run could not report its end: it is still "started" and still holds the gpu slot.
-    from ww_assets.defs.operations import dead_run_reaper
+    from ww_assets.defs.ops.sensors import dead_run_reaper
 
     with instance_for(home) as instance:
         (dead,) = instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
@@ -219,7 +219,7 @@ def _raw_classifications(root: Path) -> tuple[int, int]:
 
 
 def test_ingestion_run_killed_mid_download_then_rerun(site):
-    from ww_assets.defs.operations import reap_dead_runs
+    from ww_assets.defs.ops.sensors import reap_dead_runs
     from ww_assets_tests.support.loopback_zooniverse import LoopbackZooniverse, write_export_folder
 
     root, home, env, tmp = site["root"], site["home"], site["env"], site["tmp"]

@@ -120,20 +120,36 @@ def test_every_instance_yaml_is_valid(folder, monkeypatch):
 def test_cluster_executors_place_gpu_steps_by_pool():
     """WW_EXECUTOR picks the executor; the GPU steps that k8s/executor.yaml sends to GPU nodes (and Celery to the
     gpu queue) are read from the assets' pools, and include training and scoring."""
-    from ww_assets.defs import operations
+    from ww_assets.definitions import defs
+    from ww_assets.defs.ops.executor import executor_from_env, gpu_op_names
+    from ww_assets.defs.pools import GPU_POOL
 
-    assert operations.executor_from_env({}) is None
-    assert operations.executor_from_env({"WW_EXECUTOR": "multiprocess"}) is None
+    assert executor_from_env({}) is None
+    assert executor_from_env({"WW_EXECUTOR": "multiprocess"}) is None
     with pytest.raises(ValueError, match="WW_EXECUTOR"):
-        operations.executor_from_env({"WW_EXECUTOR": "spark"})
-    gpu_ops = operations.gpu_op_names(operations._project_assets())
+        executor_from_env({"WW_EXECUTOR": "spark"})
+    # the assets of the loaded code location, as `dagster dev` and the executor see them
+    assets = list(defs.assets or ())
+    gpu_ops = gpu_op_names(assets)
     assert {"wgan", "score_batch"} <= set(gpu_ops)
     k8s = yaml.safe_load((ops.REPO_ROOT / "deploy" / "k8s" / "executor.yaml").read_text())
     gpu = k8s["gpu_step_k8s_config"]
     assert gpu["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert gpu["pod_spec_config"]["node_selector"]
+    # Celery: every step of the gpu pool carries dagster-celery's queue tag naming the queue only GPU workers take
+    # (deploy/celery/executor.yaml starts them with `-q gpu`); no other step does.
     celery = yaml.safe_load((ops.REPO_ROOT / "deploy" / "celery" / "executor.yaml").read_text())
-    assert celery["gpu_queue"] == "gpu" and "broker" in celery["execution"]["config"]
+    assert "broker" in celery["execution"]["config"]
+    assert "-q gpu" in (ops.REPO_ROOT / "deploy" / "celery" / "executor.yaml").read_text()
+    graph = defs.resolve_asset_graph()
+    queue_by_op = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key).assets_def.node_def
+        queue_by_op[node.name] = (node.tags.get("dagster-celery/queue"), GPU_POOL in (node.pools or set()))
+    tagged = sorted(name for name, (queue, _) in queue_by_op.items() if queue is not None)
+    in_gpu_pool = sorted(name for name, (_, gpu_pool) in queue_by_op.items() if gpu_pool)
+    assert tagged == in_gpu_pool == gpu_ops, (tagged, in_gpu_pool, gpu_ops)
+    assert {queue for queue, _ in queue_by_op.values() if queue is not None} == {"gpu"}
 
 
 def test_parallel_backfill_on_postgres(pg_site):

@@ -101,6 +101,9 @@ def wgan(context: dg.AssetExecutionContext, config: WGANAssetConfig, storage: St
         metadata["final_losses"] = dg.MetadataValue.json(card["final_losses"])
     else:
         metadata["checkpoint"] = card["checkpoint"]
+        held_out = (card.get("original_card") or {}).get("held_out_demo_sample")
+        if held_out:
+            metadata["pretrained_held_out_auroc"] = dg.MetadataValue.json(held_out.get("auroc"))
     for name in figures:
         metadata[name.removesuffix(".png")] = png_markdown(layout.model_dir / name, alt=name)
     passed = bool(np.isfinite(mse_model) and mse_model < mse_mean) if build.arrays else True

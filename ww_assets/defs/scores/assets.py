@@ -14,7 +14,7 @@ from ww_assets.defs.resources import ImageSourceResource, StorageResource
 from ww_assets.images.sources import ImageSourceError
 from ww_assets.plotting.scores import score_histogram
 from ww_assets.scores.anomaly import ScoreConfig
-from ww_assets.scores.batches import load_release_batch, score_batch_folder
+from ww_assets.scores.batches import has_images, load_release_batch, score_batch_folder
 from ww_assets.scores.normalise import HIGH_SIGMA, collect_scores, normalise_scores
 from ww_assets.scores.release import SCORE_COLUMNS, is_release_batch, write_scores_folder
 from ww_assets.storage import SCORE_HISTOGRAM_FILE, atomic_dir, atomic_path
@@ -89,7 +89,7 @@ def score_batch(context: dg.AssetExecutionContext, config: AnomalyScoreConfig, s
         context.log.info(f"{batch}: loading published scores {run.csv.name} + {run.npy.name} (no re-scoring)")
         table, record = load_release_batch(run, images.release_dir().name)
     else:
-        if is_release_batch(batch) and not layout.cutouts_file(batch).exists():
+        if is_release_batch(batch) and not has_images(layout, batch):
             raise ImageSourceError(f"{batch} is a published-release batch, but images.release = {images.release!r} "
                                    "holds no CSV/npy pair of that name (and the batch has no cutouts)")
         score_cfg, device = config.resolve()

@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from ww_assets.model.checkpoints import save_wgan
-    from ww_assets.defs.model import plot_image_rows, plot_loss_curves
+    from ww_assets.plotting.model import image_rows as plot_image_rows
+    from ww_assets.plotting.model import loss_curves as plot_loss_curves
     from ww_assets.model.networks import WGANConfig, device_name, parameter_count
     from ww_assets.scores.anomaly import ScoreConfig, reconstruct, score_images
     from ww_assets.simulation import GENERATOR_VERSION, ensure_sample
