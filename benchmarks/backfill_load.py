@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     root.mkdir(exist_ok=True)
 
     t = time.monotonic()
-    from ww_assets.simulation import build_sample
+    from ww_assets.simulation.sample import build_sample
 
     sample = work / "sample"
     if not (sample / "sample.json").exists():

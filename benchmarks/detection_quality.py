@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     from ww_assets.model.checkpoints import load_wgan, save_wgan
     from ww_assets.model.networks import WGANConfig, device_name, resolve_device
     from ww_assets.scores.anomaly import ScoreConfig, score_images
-    from ww_assets.simulation import ensure_sample
+    from ww_assets.simulation.sample import ensure_sample
     from ww_assets.model.training import train
 
     size = int(args.size) if args.size.isdigit() else args.size

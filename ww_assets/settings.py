@@ -74,7 +74,7 @@ def flag(text: str) -> bool:
 
 
 def sample_size(text: str) -> str | int:
-    from ww_assets.simulation import SAMPLE_SIZES
+    from ww_assets.simulation.sizes import SAMPLE_SIZES
 
     t = text.strip()
     if t.isdigit():

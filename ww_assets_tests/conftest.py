@@ -42,8 +42,20 @@ def dagster_home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sample(tmp_path_factory) -> Path:
     """The embedded sample at size 'tiny', built once per test session (read-only for tests: copy to change)."""
-    from ww_assets.simulation import build_sample
+    from ww_assets.simulation.sample import build_sample
 
     out = tmp_path_factory.mktemp("sample") / "sample"
     build_sample(out, size="tiny", seed=20211)
     return out
+
+
+@pytest.fixture
+def torch_one_thread():
+    """One intra-op thread for torch: fast on a busy 2-core machine (no spinning) and one fixed reduction order.
+    Model tests use it for the whole module: ``pytestmark = pytest.mark.usefixtures("torch_one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -62,7 +62,7 @@ class SampleResource(dg.ConfigurableResource):
                 settings.check_value("WW_SAMPLE_SEED", resolved(self.seed), "resource sample.seed"))
 
     def ensure(self, layout: StorageLayout) -> Path:
-        from ww_assets.simulation import ensure_sample
+        from ww_assets.simulation.sample import ensure_sample
 
         size, seed = self.spec()
         ensure_sample(layout.sample_dir, size=size, seed=seed)

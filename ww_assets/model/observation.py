@@ -33,8 +33,9 @@ import torch
 
 from ww_assets.images.lupton import LUPTON_Q, LUPTON_STRETCH
 
-__all__ = ["lupton", "clean_to_flux", "observe", "expected_and_variance", "fast_expected_and_variance", "noise_variance",
-           "noise_kernel", "estimate_sigma", "UINT8_STEP"]
+__all__ = ["lupton", "clean_to_flux", "stretched_to_flux", "observe", "observe_flux", "expected_and_variance",
+           "expected_and_variance_flux", "fast_expected_and_variance", "fast_expected_and_variance_flux",
+           "noise_variance", "noise_kernel", "estimate_sigma", "UINT8_STEP"]
 
 #: astropy's AsinhMapping: fac(I) = asinh(I * SOFTEN) * SLOPE / I, here in [0, 1] units (astropy scales by 255)
 SOFTEN = LUPTON_Q / LUPTON_STRETCH
@@ -72,16 +73,32 @@ def noise_kernel(rho1: float) -> torch.Tensor:
     return k / math.sqrt(1 + 4 * a * a)
 
 
+def stretched_to_flux(y: torch.Tensor) -> torch.Tensor:
+    """Flux from a signed, per-channel asinh-stretched value ``y`` (the ``flux`` output of the generator): linear
+    near zero (a sky of exactly zero flux is y = 0, with no dead zone) and logarithmic for bright cores, on the
+    scale of the Lupton mapping itself. Softly bounded (|y| < 1.2, i.e. a flux far above any Lupton value's white
+    point) so that a wild generator output cannot overflow the exponential."""
+    bounded = 1.2 * torch.tanh(y / 1.2)
+    return torch.sinh(bounded / SLOPE) / SOFTEN
+
+
+def observe_flux(flux: torch.Tensor, sigma: torch.Tensor, rho1: float = 0.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """One random observation of noise-free ``flux`` (N, 3, H, W; channels i, r, g): flux noise ``sigma`` (N, 3)
+    per band (correlated between neighbours by ``rho1``), the Lupton mapping, and the uint8 floor (gradients pass
+    straight through the floor)."""
+    n, ch, h, w = flux.shape
+    white = torch.randn((n * ch, 1, h + 2, w + 2), generator=generator, device=flux.device, dtype=flux.dtype)
+    kernel = noise_kernel(rho1).to(device=flux.device, dtype=flux.dtype).view(1, 1, 3, 3)
+    noise = torch.nn.functional.conv2d(white, kernel).view(n, ch, h, w) * sigma[:, :, None, None]
+    y = lupton(flux + noise)
+    return y + (torch.floor(y * 255) / 255 - y).detach()
+
+
 def observe(c: torch.Tensor, sigma: torch.Tensor, rho1: float = 0.0,
             generator: torch.Generator | None = None) -> torch.Tensor:
-    """One random observation of the noise-free image ``c``: flux noise ``sigma`` (N, 3) per band (correlated
-    between neighbours by ``rho1``), the Lupton mapping, and the uint8 floor (gradients pass straight through)."""
-    n, ch, h, w = c.shape
-    white = torch.randn((n * ch, 1, h + 2, w + 2), generator=generator, device=c.device, dtype=c.dtype)
-    kernel = noise_kernel(rho1).to(device=c.device, dtype=c.dtype).view(1, 1, 3, 3)
-    noise = torch.nn.functional.conv2d(white, kernel).view(n, ch, h, w) * sigma[:, :, None, None]
-    y = lupton(clean_to_flux(c) + noise)
-    return y + (torch.floor(y * 255) / 255 - y).detach()
+    """``observe_flux`` of the noise-free Lupton image ``c``."""
+    return observe_flux(clean_to_flux(c), sigma, rho1, generator)
 
 
 def _phi(x):
@@ -105,21 +122,27 @@ def _legendre(k: int, device, dtype):
 
 def expected_and_variance(c: torch.Tensor, sigma: torch.Tensor, nodes: int = 12,
                           upper: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """E[x | c] and Var[x | c] per pixel and channel for the noise-free image ``c`` and flux noise ``sigma``.
+    """``expected_and_variance_flux`` of the noise-free Lupton image ``c``."""
+    return expected_and_variance_flux(clean_to_flux(c), sigma, nodes, upper)
+
+
+def expected_and_variance_flux(flux: torch.Tensor, sigma: torch.Tensor, nodes: int = 12,
+                               upper: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """E[x | flux] and Var[x | flux] per pixel and channel for noise-free ``flux`` and flux noise ``sigma``.
 
     Conditional on the noise ``eta`` of the intensity (the mean of the three bands), each channel's noisy flux is
     normal, so its clipped moments are closed-form; ``eta`` is integrated by a ``nodes``-point Gauss-Legendre rule
     over the part of [-upper, upper] standard deviations where the intensity stays positive (astropy zeroes the
     rest). Includes the uint8 floor. Neighbour correlation does not change a pixel's own moments.
     """
-    flux = clean_to_flux(c)
+    c = flux
     intensity = flux.mean(1, keepdim=True)
     s2 = sigma.to(c.dtype) ** 2
     var_i = s2.sum(1) / 9.0
     sd_i = var_i.sqrt()[:, None, None, None]
     beta = ((s2 / 3.0) / var_i[:, None])[:, :, None, None]
     sd_c = (s2 - (s2 / 3.0) ** 2 / var_i[:, None]).clamp_min(1e-20).sqrt()[:, :, None, None]
-    t0 = torch.clamp(-intensity / sd_i, min=-upper)
+    t0 = torch.clamp(-intensity / sd_i, min=-upper, max=upper)  # (a negative intensity: only its upper tail shows)
     half = (upper - t0) / 2
     xs, ws = _legendre(nodes, c.device, c.dtype)
     d = UINT8_STEP
@@ -140,21 +163,38 @@ def expected_and_variance(c: torch.Tensor, sigma: torch.Tensor, nodes: int = 12,
     return m1, (m2 - m1 * m1).clamp_min(0)
 
 
+#: grey intensities below zero in the ladder (flux units; the sky's intensity noise is about 0.03): a negative
+#: noise-free intensity is still observed as clipped noise, a little fainter, and the gradient must see that
+_NEGATIVE_LADDER = (-0.4, -0.25, -0.16, -0.1, -0.06, -0.04, -0.025, -0.015, -0.008, -0.003)
+
+
 def _grey_ladder(n: int, device, dtype) -> torch.Tensor:
     top = math.sinh(1.0 / SLOPE) / SOFTEN            # the intensity at which a grey pixel reaches 1
-    return torch.cat([torch.zeros(1), torch.logspace(-4, math.log10(top), n - 1)]).to(device, dtype)
+    rungs = [torch.tensor(_NEGATIVE_LADDER, dtype=torch.float64), torch.zeros(1, dtype=torch.float64),
+             torch.logspace(-4, math.log10(top), n - 1, dtype=torch.float64)]
+    return torch.cat(rungs).to(device, dtype)
 
 
 def fast_expected_and_variance(c: torch.Tensor, sigma: torch.Tensor,
                                steps: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
-    """``expected_and_variance`` by interpolation: per image, the exact integral at ``steps`` grey intensities;
-    each pixel takes the bias E - c and the variance of the grey pixel of its intensity."""
+    """``fast_expected_and_variance_flux`` of the noise-free Lupton image ``c``."""
+    return fast_expected_and_variance_flux(clean_to_flux(c), sigma, steps, clean=c)
+
+
+def fast_expected_and_variance_flux(flux: torch.Tensor, sigma: torch.Tensor, steps: int = 40,
+                                    clean: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``expected_and_variance_flux`` by interpolation: per image, the exact integral at ``steps`` grey
+    intensities; each pixel takes the bias E - lupton(flux) and the variance of the grey pixel of its intensity.
+    Signed fluxes are fine: a pixel below zero intensity takes the sky's values."""
+    c = lupton(flux) if clean is None else clean
     n, ch, h, w = c.shape
     ladder = _grey_ladder(steps, c.device, c.dtype)
-    grey = lupton(ladder.view(1, 1, 1, steps).expand(n, ch, 1, steps).contiguous())
-    e_grey, v_grey = expected_and_variance(grey, sigma)
+    steps = len(ladder)
+    grey_flux = ladder.view(1, 1, 1, steps).expand(n, ch, 1, steps).contiguous()
+    grey = lupton(grey_flux)
+    e_grey, v_grey = expected_and_variance_flux(grey_flux, sigma)
     bias_tab, var_tab = (e_grey - grey)[:, :, 0], v_grey[:, :, 0]          # (N, 3, steps)
-    intensity = clean_to_flux(c).mean(1, keepdim=True).clamp(0, float(ladder[-1]))
+    intensity = flux.mean(1, keepdim=True).clamp(float(ladder[0]), float(ladder[-1]))
     hi = torch.bucketize(intensity, ladder).clamp(1, steps - 1)
     lo_v, hi_v = ladder[hi - 1], ladder[hi]
     frac = ((intensity - lo_v) / (hi_v - lo_v)).clamp(0, 1).flatten(1)      # (N, H*W)
@@ -219,9 +259,10 @@ def noise_variance(x: torch.Tensor, sigma: torch.Tensor, steps: int = 40, blur_p
     """
     n, ch, h, w = x.shape
     level = _blur(x, blur_px).mean(1).flatten(1)                              # (N, H*W)
-    ladder = _grey_ladder(steps, x.device, x.dtype)
-    grey = lupton(ladder.view(1, 1, 1, steps).expand(n, ch, 1, steps).contiguous())
-    e_grey, v_grey = expected_and_variance(grey, sigma)
+    ladder = _grey_ladder(steps, x.device, x.dtype)[len(_NEGATIVE_LADDER):]   # the signal is never negative
+    steps = len(ladder)
+    e_grey, v_grey = expected_and_variance_flux(ladder.view(1, 1, 1, steps).expand(n, ch, 1, steps).contiguous(),
+                                                sigma)
     e_mean = e_grey[:, :, 0].mean(1)                                           # (N, steps), increasing
     e_mean = torch.cummax(e_mean, dim=1).values
     hi = torch.searchsorted(e_mean.contiguous(), level.contiguous()).clamp(1, steps - 1)

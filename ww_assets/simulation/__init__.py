@@ -40,25 +40,9 @@ not matter. No timestamps of the build are written anywhere.
 holding a lock file beside ``out_dir`` so concurrent callers build once. CLI::
 
     python -m ww_assets.simulation --size small --seed 20211 --out data/sample
+
+Modules (this package imports none of them): ``sample`` (build_sample, ensure_sample, GENERATOR_VERSION),
+``sizes`` (SAMPLE_SIZES), ``galaxies`` (GalSim cutouts and the labels), ``volunteers`` (simulated volunteers and
+their exports), ``novel`` (oddities the sample does not contain, for tests of generality), ``scale_exports``
+(exports at benchmark scale).
 """
-
-from ww_assets.simulation.galaxies import ARTIFACT_LABELS, ASTRO_LABELS, DEFAULT_RATES, LABELS
-from ww_assets.simulation.sample import (
-    GENERATOR_VERSION,
-    SAMPLE_SIZES,
-    SampleSize,
-    build_sample,
-    ensure_sample,
-)
-
-__all__ = [
-    "ARTIFACT_LABELS",
-    "ASTRO_LABELS",
-    "DEFAULT_RATES",
-    "GENERATOR_VERSION",
-    "LABELS",
-    "SAMPLE_SIZES",
-    "SampleSize",
-    "build_sample",
-    "ensure_sample",
-]

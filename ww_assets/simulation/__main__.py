@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from ww_assets.simulation import SAMPLE_SIZES, build_sample, ensure_sample
+from ww_assets.simulation.sample import build_sample, ensure_sample
+from ww_assets.simulation.sizes import SAMPLE_SIZES
 
 
 def main(argv: list[str] | None = None) -> int:

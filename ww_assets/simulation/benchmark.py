@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     import galsim
     import numpy as np
 
-    from ww_assets.simulation import build_sample
+    from ww_assets.simulation.sample import build_sample
 
     p = argparse.ArgumentParser(prog="python -m ww_assets.simulation.benchmark")
     p.add_argument("--size", default="small")

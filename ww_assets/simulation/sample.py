@@ -12,7 +12,7 @@ import math
 import multiprocessing
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Iterator
@@ -22,6 +22,7 @@ import numpy as np
 from ww_assets.images.lupton import lupton_rgb
 from ww_assets.storage import atomic_dir
 from ww_assets.simulation import galaxies, volunteers
+from ww_assets.simulation.sizes import SAMPLE_SIZES, SampleSize
 from ww_assets.simulation.galaxies import ARTIFACT_LABELS, ASTRO_LABELS, BANDS, DEFAULT_RATES, LABELS, NPIX
 
 #: bump when the bytes a given (size, seed) produces change; ensure_sample rebuilds on a mismatch
@@ -39,30 +40,6 @@ _FIELDS = [
     ("HECTOMAP", 242.0, 43.5, 15830 - 6350),  # tract number kept in the 17-digit 4xxx range
 ]
 
-
-@dataclass(frozen=True)
-class SampleSize:
-    n_batches: int
-    batch_size: int
-    cutout_format: str = "fits"
-    thumbnails: bool = True
-    min_per_label: int = 0  # force at least this many of every label (tiny: so tests see every kind)
-    subject_fraction: float = 0.70
-    exposures_min: int = 15
-    exposures_max: int = 25
-    n_images: int = 0  # 0: n_batches x batch_size; else the exact count (the last batch may be short)
-
-    @property
-    def total_images(self) -> int:
-        return self.n_images or self.n_batches * self.batch_size
-
-
-SAMPLE_SIZES: dict[str, SampleSize] = {
-    "tiny": SampleSize(n_batches=2, batch_size=48, min_per_label=2),
-    "small": SampleSize(n_batches=4, batch_size=256),
-    "medium": SampleSize(n_batches=10, batch_size=1000, cutout_format="npy"),
-    "large": SampleSize(n_batches=100, batch_size=1000, cutout_format="npy", thumbnails=False),
-}
 
 _OVERRIDES = ("n_images", "n_batches", "batch_size", "cutout_format", "thumbnails", "min_per_label",
               "subject_fraction", "exposures_min", "exposures_max", "workers")
@@ -386,6 +363,14 @@ def _params_of(spec: SampleSize) -> dict:
     return d
 
 
+def _request(out_dir, size, seed, overrides: dict):
+    """(folder, size name, SampleSize, seed, workers) for a build request, checked."""
+    spec, workers = resolve_spec(size, overrides)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return Path(out_dir), (size if isinstance(size, str) else "custom"), spec, int(seed), workers
+
+
 def build_sample(out_dir, size: str | int = "small", seed: int = 20211, **overrides) -> dict:
     """Build the embedded sample into ``out_dir`` (replacing it whole, atomically) and return its manifest.
 
@@ -393,12 +378,7 @@ def build_sample(out_dir, size: str | int = "small", seed: int = 20211, **overri
     cutout_format ("fits" | "npy"), thumbnails, min_per_label, subject_fraction, exposures_min, exposures_max,
     workers (processes for drawing; does not change any byte).
     """
-    out_dir = Path(out_dir)
-    size_name = size if isinstance(size, str) else "custom"
-    spec, workers = resolve_spec(size, overrides)
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    seed = int(seed)
+    out_dir, size_name, spec, seed, workers = _request(out_dir, size, seed, overrides)
     with _lock(out_dir):
         return _build_locked(out_dir, size_name, spec, seed, workers)
 
@@ -497,12 +477,7 @@ def ensure_sample(out_dir, size: str | int = "small", seed: int = 20211, **overr
     Safe when several processes call it at once: they serialise on a lock file beside ``out_dir``; the later ones
     find the sample built and return.
     """
-    out_dir = Path(out_dir)
-    size_name = size if isinstance(size, str) else "custom"
-    spec, workers = resolve_spec(size, overrides)
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    seed = int(seed)
+    out_dir, size_name, spec, seed, workers = _request(out_dir, size, seed, overrides)
     if _manifest_matches(out_dir, size_name, spec, seed):
         return out_dir
     with _lock(out_dir):

@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ww_assets.zooniverse.formats import CLASSIFICATION_COLUMNS, SUBJECT_COLUMNS, WORKFLOW_COLUMNS
+
 PROJECT_ID = 17317
 PROJECT_SLUG = "weird-and-wonderful"
 WORKFLOW_ID = 20476
@@ -54,29 +56,6 @@ WORKFLOW_MINORS = (310, 317)  # minor version bumped (question wording) 20 days 
 LAUNCH = datetime(2022, 10, 4, 14, 0, 0, tzinfo=timezone.utc)
 PAGE_SIZE = 16
 FAVOURITES_SET_ID = 109999
-
-CLASSIFICATION_COLUMNS = [
-    "classification_id", "user_name", "user_id", "user_ip", "workflow_id", "workflow_name", "workflow_version",
-    "created_at", "gold_standard", "expert", "metadata", "annotations", "subject_data", "subject_ids",
-]
-SUBJECT_COLUMNS = [
-    "subject_id", "project_id", "workflow_id", "subject_set_id", "metadata", "locations", "classifications_count",
-    "retired_at", "retirement_reason", "created_at", "updated_at",
-]
-WORKFLOW_COLUMNS = [
-    "workflow_id", "display_name", "version", "active", "classifications_count", "pairwise", "grouped",
-    "prioritized", "primary_language", "first_task", "tutorial_subject_id", "retired_set_member_subjects_count",
-    "tasks", "retirement", "strings", "minor_version",
-]
-COMMENT_FIELDS = [
-    "board_id", "board_title", "board_description", "discussion_id", "discussion_title", "comment_id",
-    "comment_body", "comment_focus_id", "comment_focus_type", "comment_user_id", "comment_user_login",
-    "comment_created_at",
-]
-TAG_FIELDS = [
-    "id", "name", "section", "created_at", "user_id", "comment_id", "taggable_id", "taggable_type", "project_id",
-    "user_login",
-]
 
 CLICK_PROB = {
     "normal": 0.03,

@@ -22,15 +22,8 @@ from ww_assets.model.checkpoints import (
 from ww_assets.model.networks import WGAN, WGANConfig
 from ww_assets.scores.anomaly import ScoreConfig, score_images
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: no spinning on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture
 def model() -> WGAN:

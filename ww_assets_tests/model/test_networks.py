@@ -15,15 +15,8 @@ from ww_assets.model.networks import (
     resolve_device,
 )
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: no spinning on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.mark.parametrize("preset", ["ci", "cpu", "reference"])
 def test_shapes_and_ranges(preset):

@@ -184,12 +184,7 @@ def _slow_media_handler(server, base_handler, chunk: int = 2048, pause: float = 
                 return super()._serve(method)
             status, headers, data = server.handle(method, self.path, self.headers, b"")
             server.requests.append((method, self.path.split("?")[0], status))
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            if "Content-Length" not in headers:
-                self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
+            self.send_head(status, headers, data)
             server.media_progress = (0, len(data))
             try:
                 for i in range(0, len(data), chunk):

@@ -52,7 +52,7 @@ def pg_site(pg, tmp_path_factory):
     config = yaml.safe_load(DEPLOY_YAML.read_text())
     config["concurrency"]["runs"]["max_concurrent_runs"] = MAX_RUNS
     (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    from ww_assets.simulation import build_sample
+    from ww_assets.simulation.sample import build_sample
 
     build_sample(base / "sample", size=N_BATCHES * BATCH_SIZE, n_batches=N_BATCHES, batch_size=BATCH_SIZE,
                  cutout_format="npy", thumbnails=False)

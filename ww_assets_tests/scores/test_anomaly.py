@@ -9,13 +9,7 @@ import torch
 from ww_assets.model.networks import WGAN, ImageDataError, WGANConfig
 from ww_assets.scores.anomaly import ScoreConfig, ScoreResult, reconstruct, score_images
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

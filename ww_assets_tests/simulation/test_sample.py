@@ -11,14 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ww_assets.simulation import (
-    ARTIFACT_LABELS,
-    ASTRO_LABELS,
-    LABELS,
-    SAMPLE_SIZES,
-    build_sample,
-    ensure_sample,
-)
+from ww_assets.simulation.galaxies import ARTIFACT_LABELS, ASTRO_LABELS, LABELS
+from ww_assets.simulation.sample import build_sample, ensure_sample
+from ww_assets.simulation.sizes import SAMPLE_SIZES
 from ww_assets.simulation import volunteers as vol
 
 csv.field_size_limit(1 << 26)

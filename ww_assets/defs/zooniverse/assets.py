@@ -36,39 +36,31 @@ def pull_kinds(context: dg.AssetExecutionContext, zooniverse: ZooniverseResource
     return dg.MaterializeResult(metadata=metadata)
 
 
-_COMMON = dict(kinds={"duckdb"}, pool=DUCKDB_POOL)
+def raw_table_asset(name: str, kinds: tuple[str, ...], description: str) -> dg.AssetsDefinition:
+    """An asset that pulls these export kinds into their raw tables (the four differ only in what they pull)."""
+
+    @dg.asset(name=name, kinds={"duckdb"}, pool=DUCKDB_POOL, description=description)
+    def _pull(context: dg.AssetExecutionContext, zooniverse: ZooniverseResource, storage: StorageResource,
+              sample: SampleResource, duckdb: WarehouseResource) -> dg.MaterializeResult:
+        return pull_kinds(context, zooniverse, storage, sample, duckdb, kinds)
+
+    return _pull
 
 
-@dg.asset(**_COMMON, description=(
+zooniverse_subjects = raw_table_asset("zooniverse_subjects", ("subjects", "workflows"), (
     "Raw Zooniverse subjects (raw.subjects, one row per subject x subject set x workflow, with the image's survey "
     "identity object_id / ra / dec read from the subject metadata), plus the workflows export (raw.workflows). "
     "Append-only, deduplicated by natural key."))
-def zooniverse_subjects(context: dg.AssetExecutionContext, zooniverse: ZooniverseResource, storage: StorageResource,
-                        sample: SampleResource, duckdb: WarehouseResource) -> dg.MaterializeResult:
-    return pull_kinds(context, zooniverse, storage, sample, duckdb, ("subjects", "workflows"))
 
-
-@dg.asset(**_COMMON, description=(
+zooniverse_classifications = raw_table_asset("zooniverse_classifications", ("classifications",), (
     "Raw volunteer classifications (raw.classifications): one row per 16-image page shown, with the page's "
     "subject ids and the ones clicked. Volunteer names and IPs are replaced by keyed pseudonyms at ingest; bad "
     "rows go to raw.quarantine with file, line and reason. Append-only, deduplicated by classification_id."))
-def zooniverse_classifications(context: dg.AssetExecutionContext, zooniverse: ZooniverseResource,
-                               storage: StorageResource, sample: SampleResource,
-                               duckdb: WarehouseResource) -> dg.MaterializeResult:
-    return pull_kinds(context, zooniverse, storage, sample, duckdb, ("classifications",))
 
-
-@dg.asset(**_COMMON, description=(
+talk_comments = raw_table_asset("talk_comments", ("talk_comments",), (
     "Raw Talk comments (raw.talk_comments): the subject each comment is about, a pseudonymised commenter, the "
     "body with @mentions masked (hashtags kept). Append-only, deduplicated by comment_id."))
-def talk_comments(context: dg.AssetExecutionContext, zooniverse: ZooniverseResource, storage: StorageResource,
-                  sample: SampleResource, duckdb: WarehouseResource) -> dg.MaterializeResult:
-    return pull_kinds(context, zooniverse, storage, sample, duckdb, ("talk_comments",))
 
-
-@dg.asset(**_COMMON, description=(
+talk_tags = raw_table_asset("talk_tags", ("talk_tags",), (
     "Raw Talk tags (raw.talk_tags): hashtags volunteers put on subjects, with a pseudonymised tagger. "
     "Append-only, deduplicated by tag id."))
-def talk_tags(context: dg.AssetExecutionContext, zooniverse: ZooniverseResource, storage: StorageResource,
-              sample: SampleResource, duckdb: WarehouseResource) -> dg.MaterializeResult:
-    return pull_kinds(context, zooniverse, storage, sample, duckdb, ("talk_tags",))

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from ww_assets.plotting.model import loss_curves as plot_loss_curves
     from ww_assets.model.networks import WGANConfig, device_name, parameter_count
     from ww_assets.scores.anomaly import ScoreConfig, reconstruct, score_images
-    from ww_assets.simulation import GENERATOR_VERSION, ensure_sample
+    from ww_assets.simulation.sample import GENERATOR_VERSION, ensure_sample
     from ww_assets.model.training import train_encoder, train_gan
 
     torch.set_num_threads(args.threads)
