@@ -2,7 +2,10 @@
 
 Reads ``analysis/image_table.parquet``, ``consensus_vs_score.parquet``, ``interest_model.json``, the newest latent
 map and the by-class table, and writes one PNG per figure under ``plots/``. Galleries show the cutouts themselves
-(``ww_assets.images.store``), each captioned with the numbers a reader needs.
+(``ww_assets.images.store``), each captioned with the numbers a reader needs: the id, RA/Dec (from the cutout
+catalogs), the machine's sigma score and the volunteers' count out of how many saw it, with its 95% Wilson
+interval. Volunteer picks are ranked by the interval's lower end (an image 3 of 3 volunteers chose is less sure
+than one 30 of 40 chose), not by the raw fraction.
 """
 
 from __future__ import annotations
@@ -27,27 +30,57 @@ from ww_assets.images.store import CutoutStore
 from ww_assets.plotting.distributions import class_summary, fraction_vs_score, roc_curves, score_distributions
 from ww_assets.plotting.galleries import gallery
 from ww_assets.plotting.maps import interest_map, umap_categorical, umap_continuous
+from ww_assets.plotting.sky import format_radec, positions, survey_viewer_url
 from ww_assets.storage import StorageLayout
 
-__all__ = ["make_plots", "caption"]
+__all__ = ["GALLERY_TABLE_COLUMNS", "caption", "gallery_table", "make_plots"]
+
+#: what ``make_plots(galleries=...)`` gives per gallery: the rows shown, with their positions and viewer links
+GALLERY_TABLE_COLUMNS = ["image_id", "batch", "ra", "dec", "anomaly_score_sigma", "selected", "shown", "fraction",
+                         "ci_low", "ci_high", "viewer_url"]
+
+
+def _finite(v) -> bool:
+    try:
+        return v is not None and bool(np.isfinite(float(v)))
+    except (TypeError, ValueError):
+        return False
 
 
 def caption(row, *fields: str) -> str:
-    """Image id, then machine sigma / volunteer fraction / distance, then the injected label (sample) if any."""
-    numbers, label = [], None
+    """Image id; RA/Dec when the row has them; machine sigma, volunteer count out of how many saw it (with its 95%
+    Wilson interval when the row has ``ci_low``/``ci_high``), latent distance; the injected label (sample) if any."""
+    numbers, interval, label = [], None, None
     for f in fields:
         v = row.get(f)
-        if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        if f != "label" and not _finite(v):
             continue
         if f == "anomaly_score_sigma":
             numbers.append(f"anom {v:+.1f}\u03c3")
         elif f == "fraction":
-            numbers.append(f"vol {v:.2f}")
+            k, n = row.get("selected"), row.get("shown")
+            numbers.append(f"vol {int(k)}/{int(n)} = {v:.2f}" if _finite(k) and _finite(n) and n > 0
+                           else f"vol {v:.2f}")
+            if _finite(row.get("ci_low")) and _finite(row.get("ci_high")):
+                interval = f"95% [{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
         elif f == "distance":
             numbers.append(f"d {v:.2f}")
-        elif f == "label":
+        elif f == "label" and v is not None and not (isinstance(v, float) and np.isnan(v)):
             label = str(v)
-    return "\n".join([str(row["image_id"]), " ".join(numbers)] + ([label] if label else []))
+    radec = format_radec(row.get("ra"), row.get("dec"))
+    lines = [str(row["image_id"]), radec, "  ".join(numbers), interval, label]
+    return "\n".join(line for line in lines if line)
+
+
+def gallery_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a gallery as a table (``GALLERY_TABLE_COLUMNS``): id, position, scores, volunteer counts and
+    the survey-viewer link of each image."""
+    out = frame.copy()
+    for col in GALLERY_TABLE_COLUMNS:
+        if col not in out.columns:
+            out[col] = np.nan
+    out["viewer_url"] = [survey_viewer_url(r, d) for r, d in zip(out["ra"], out["dec"])]
+    return out[GALLERY_TABLE_COLUMNS].reset_index(drop=True)
 
 
 def _need(path: Path, asset: str) -> Path:
@@ -80,8 +113,8 @@ def _maps(layout: StorageLayout, table: pd.DataFrame, cfg: ComparisonConfig, sig
     m = table[table["umap_x"].notna()]
     xy = m[["umap_x", "umap_y"]].to_numpy(float)
     out["umap_anomaly"] = umap_continuous(xy, m[sigma].to_numpy(float), layout.plot_file("umap_anomaly"),
-                                          title="Latent map coloured by machine anomaly", colorbar_label=sig_label,
-                                          cmap="viridis")
+                                          title="Latent map coloured by machine anomaly",
+                                          colorbar_label=sig_label + ", 1st-99th percentile", cmap="viridis")
     shown = (m["shown"] >= cfg.min_shown).to_numpy()
     out["umap_volunteer_fraction"] = umap_continuous(
         xy[shown], m["fraction"].to_numpy(float)[shown], layout.plot_file("umap_volunteer_fraction"),
@@ -104,22 +137,42 @@ def _maps(layout: StorageLayout, table: pd.DataFrame, cfg: ComparisonConfig, sig
     return out
 
 
-def _galleries(layout: StorageLayout, table: pd.DataFrame, cfg: ComparisonConfig, size: int, log) -> dict:
-    store = CutoutStore(layout)
+def _gallery_sets(table: pd.DataFrame, cfg: ComparisonConfig) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """Every candidate of each gallery, best first (the galleries show the first ``size``), and their titles.
+
+    Machine sets by score (``disagreements``); the volunteer sets by the lower end of the fraction's 95% Wilson
+    interval, then the fraction, then how many saw the image."""
+    sets = disagreements(table, cfg, n=len(table))
+    wilson = ["ci_low", "fraction", "shown"] if "ci_low" in table.columns else ["fraction", "shown"]
+    for name in ("volunteer_top", "volunteer_only"):
+        sets[name] = sets[name].sort_values(wilson, ascending=False, kind="stable")
+    ranked = "ranked by the lower end of the 95% interval on the fraction"
     titles = {
         "machine_top": "Top machine anomalies",
-        "volunteer_top": "Top volunteer picks",
+        "volunteer_top": f"Top volunteer picks, {ranked}",
         "machine_only": f"Machine says odd, volunteers do not (top {cfg.top_fraction:.0%} score, "
                         f"fraction < {cfg.high_consensus_threshold:g})",
-        "volunteer_only": "Volunteers say odd, machine does not (high consensus, score below median)",
+        "volunteer_only": f"Volunteers say odd, machine does not (fraction \u2265 {cfg.high_consensus_threshold:g}, "
+                          f"score below the median), {ranked}",
     }
+    return sets, titles
+
+
+def _galleries(layout: StorageLayout, table: pd.DataFrame, cfg: ComparisonConfig, size: int, log,
+               tables: dict | None) -> dict:
+    store = CutoutStore(layout)
+    sets, titles = _gallery_sets(table, cfg)
     out = {}
-    for name, frame in disagreements(table, cfg, n=size).items():
+    for name, full in sets.items():
+        frame = positions(layout, full.head(size))
         imgs, found = store.stack(frame)
         caps = [caption(r, "anomaly_score_sigma", "fraction", "label") for _, r in frame.iterrows()]
         if not all(found):
             log(f"gallery {name}: {len(found) - sum(found)} cutouts missing (drawn grey)")
-        out[f"gallery_{name}"] = gallery(imgs, caps, layout.plot_file(f"gallery_{name}"), title=titles[name])
+        out[f"gallery_{name}"] = gallery(imgs, caps, layout.plot_file(f"gallery_{name}"), title=titles[name],
+                                         n_total=len(full))
+        if tables is not None:
+            tables[f"gallery_{name}"] = gallery_table(frame)
     return out
 
 
@@ -137,7 +190,7 @@ def _by_class(layout: StorageLayout, table: pd.DataFrame, cmp: pd.DataFrame) -> 
     if len(lab):
         out["by_injected_class"] = class_summary(
             lab, layout.plot_file("by_injected_class"),
-            title="Embedded sample: volunteers and machine by injected class (95% bootstrap intervals)")
+            title="Embedded sample: volunteers and machine by injected class (means with 95% bootstrap intervals)")
     if "label" in cmp.columns and cmp["label"].notna().any():
         kind = cmp.assign(consensus_class=cmp["kind"].fillna("unknown")) if "kind" in cmp.columns else cmp
         out["score_by_injected_kind"] = score_distributions(
@@ -147,8 +200,9 @@ def _by_class(layout: StorageLayout, table: pd.DataFrame, cmp: pd.DataFrame) -> 
 
 
 def make_plots(layout: StorageLayout, gallery_size: int = 16, max_tags: int = 9,
-               log: Callable[[str], None] = lambda m: None) -> dict[str, Path]:
-    """Every figure from the analysis files; returns name -> PNG path."""
+               log: Callable[[str], None] = lambda m: None, galleries: dict | None = None) -> dict[str, Path]:
+    """Every figure from the analysis files; returns name -> PNG path. ``galleries``, when given, is filled with
+    each gallery's rows (``gallery_table``: positions and survey-viewer links)."""
     table, result, cfg = _read(layout)
     sigma = "anomaly_score_sigma" if "anomaly_score_sigma" in table.columns else "anomaly_score"
     sig_label = "anomaly score (\u03c3 above the mean)" if sigma == "anomaly_score_sigma" else "anomaly score"
@@ -159,8 +213,14 @@ def make_plots(layout: StorageLayout, gallery_size: int = 16, max_tags: int = 9,
         table, layout.plot_file("score_distributions"), score_columns=SCORE_COLUMNS, score_labels=SCORE_LABELS,
         title=f"Machine scores by volunteer consensus (high: fraction \u2265 {cfg.high_consensus_threshold:g})")
     cmp = comparable(table, cfg)
-    out["fraction_vs_anomaly"] = fraction_vs_score(cmp, layout.plot_file("fraction_vs_anomaly"), score=sigma,
-                                                   x_label=sig_label, threshold=cfg.high_consensus_threshold)
+    row = result.set_index("score").loc["anomaly_score"] if "anomaly_score" in set(result["score"]) else None
+    rho = None if row is None else {"rho": float(row["spearman_rho"]), "ci_low": float(row["spearman_ci_low"]),
+                                    "ci_high": float(row["spearman_ci_high"]),
+                                    "ci_level": float(row.get("ci_level", 0.95))}
+    out["fraction_vs_anomaly"] = fraction_vs_score(
+        cmp, layout.plot_file("fraction_vs_anomaly"), score=sigma, x_label=sig_label,
+        threshold=cfg.high_consensus_threshold, spearman=rho,
+        title=f"Volunteer fraction vs machine anomaly score (images shown \u2265 {cfg.min_shown} times)")
     curves = {}
     for _, r in result.iterrows():
         fpr, tpr = roc_points(cmp[r["score"]], cmp["high_consensus"])
@@ -169,6 +229,6 @@ def make_plots(layout: StorageLayout, gallery_size: int = 16, max_tags: int = 9,
     out["roc_curves"] = roc_curves(curves, layout.plot_file("roc_curves"),
                                    title=f"Machine scores finding high-consensus images (n={len(cmp)}, "
                                          f"{int(cmp['high_consensus'].sum())} high)")
-    out.update(_galleries(layout, table, cfg, gallery_size, log))
+    out.update(_galleries(layout, table, cfg, gallery_size, log, galleries))
     out.update(_by_class(layout, table, cmp))
     return out

@@ -206,7 +206,7 @@ def test_plots_written_and_non_empty(materialised):
             assert np.asarray(im.convert("L")).std() > 5, f"{name} looks blank"
     mat = [e for e in res.get_asset_materialization_events() if e.asset_key.path == ["plots"]][0]
     md = mat.event_specific_data.materialization.metadata
-    assert expected <= set(md) and md["roc_curves"].value.startswith("![roc_curves](data:image/png;base64,")
+    assert expected <= set(md) and md["roc_curves"].value.startswith("![roc_curves](data:image/webp;base64,")
 
 
 def test_next_round_offers_only_unseen_images_as_a_valid_manifest(materialised):

@@ -151,15 +151,14 @@ def test_materialize_analysis_asset_from_ui(server, page):
 
 
 def test_analysis_asset_shows_its_plot(server, page):
+    """Figures are inline thumbnails (no "[Show Markdown]" click), each with the path of the full PNG."""
     page.goto(f"{server.url}/assets/{ANALYSIS_ASSET}?view=events")
-    show = page.get_by_text("[Show Markdown]").first
-    show.wait_for(timeout=60_000)
-    show.click()
-    img = page.locator("img[src^='data:image/png']").first
-    img.wait_for(state="visible", timeout=30_000)
+    img = page.locator("img[src^='data:image/webp']").first
+    img.wait_for(state="visible", timeout=60_000)
     width, height, complete = img.evaluate("e => [e.naturalWidth, e.naturalHeight, e.complete]")
     screenshot(page, "ui-plot.png")
-    assert complete and width >= 200 and height >= 150, (width, height, complete)
+    assert complete and width >= 64 and height >= 32, (width, height, complete)
+    assert page.get_by_text("full figure:").first.is_visible()
 
 
 def test_webserver_listens_on_loopback_only(server):
