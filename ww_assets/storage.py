@@ -4,16 +4,32 @@ Everything the pipeline writes lives under one *storage root* (``data/`` by defa
 ``storage`` resource to change it). Every file is written under a temporary name in the same folder and renamed
 into place, so a killed run never leaves a half-written file where a reader would find it, and re-running a step
 replaces its output whole.
+
+Crash consistency, and what it rests on (tested by killing writers at every step, ``ww_assets_tests/ops/
+test_crash_consistency.py``):
+
+* ``atomic_path``: the temporary file is fsynced, renamed over the final name, and the folder is fsynced, so after
+  a kill or a power cut the name holds the old file or the whole new one.
+* ``atomic_dir``: every file and folder of the temporary folder is fsynced, then the temporary folder and the old
+  one are swapped in one step, ``renameat2(RENAME_EXCHANGE)`` on Linux: a reader sees the old folder or the new
+  one, never neither and never a mix. Where the filesystem cannot exchange (not Linux; NFS and some FUSE
+  filesystems) the old folder is first renamed aside (``.name.old-*``) and the new one renamed in: a kill between
+  the two renames leaves only the aside copy, and the next write of the same folder (or
+  :func:`recover_atomic_dir`) puts it back before anything else.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import glob
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 # Files inside an image batch's folder (images/<batch>/) and a scored batch's folder (scores/<batch>/). The score
 # CSV and latent npy carry the published W&W release's own names, so a scores folder is also a release run.
@@ -203,19 +219,111 @@ def _tmp_sibling(final: Path) -> Path:
     return final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:12]}")
 
 
+def _old_sibling(final: Path) -> Path:
+    return final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:12]}")
+
+
+#: Test hook: called with the name of each step of an atomic write (``"files-synced"``, ``"exchanged"``, ...),
+#: so a test can kill the writer exactly there. None (nothing is called) outside those tests.
+crash_point: Callable[[str], None] | None = None
+
+
+def _step(name: str) -> None:
+    if crash_point is not None:
+        crash_point(name)
+
+
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Flush a file's data to the disk (so a rename that follows cannot land before the data)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Flush a folder's entries (the names renamed or created in it) to the disk. A no-op where folders cannot
+    be opened (Windows)."""
+    if os.name == "nt":  # pragma: no cover - no directory fsync on Windows
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # pragma: no cover - some filesystems refuse fsync on folders
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: str | os.PathLike[str]) -> None:
+    """fsync every file and folder under ``folder`` (itself included), deepest first."""
+    for here, dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            path = os.path.join(here, name)
+            if not os.path.islink(path):
+                fsync_file(path)
+        fsync_dir(here)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _libc_renameat2():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # pragma: no cover - glibc < 2.28, or another libc
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+#: ``renameat2`` of the C library (None where there is none: then folders are swapped with two renames).
+_renameat2 = _libc_renameat2()
+
+
+def exchange(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    True when swapped; False when this system or filesystem cannot (then nothing changed). Other errors raise.
+    """
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(a), None, os.fspath(b))
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; on success rename it over ``final``, on failure delete it.
+    """Yield a temporary path beside ``final``; on success fsync it, rename it over ``final`` and fsync the
+    folder; on failure delete it. Temporaries of ``final`` that a killed writer left are removed first (one
+    writer per output name, as with :func:`atomic_dir`).
 
     >>> with atomic_path("out.csv") as tmp:      # doctest: +SKIP
     ...     frame.to_csv(tmp)
     """
     final = Path(final)
     _make_parent(final)
+    for stale in final.parent.glob(f".{glob.escape(final.name)}.tmp-*"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
     tmp = _tmp_sibling(final)
     try:
         yield tmp
+        fsync_file(tmp)
+        _step("file-synced")
         os.replace(tmp, final)
+        _step("renamed")
+        fsync_dir(final.parent)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -224,18 +332,41 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def recover_atomic_dir(final: str | os.PathLike[str]) -> Path | None:
+    """Finish what a killed :func:`atomic_dir` left behind for ``final``; returns the folder put back, if any.
+
+    Only the two-rename fallback can leave ``final`` missing with its previous version renamed aside
+    (``.name.old-*``): that version is renamed back. Aside copies next to an existing ``final`` are the remains of a
+    finished swap and are deleted, as are unfinished temporary folders (``.name.tmp-*``).
+    """
+    final = Path(final)
+    if not final.parent.is_dir():
+        return None
+    restored = None
+    name = glob.escape(final.name)
+    olds = sorted(final.parent.glob(f".{name}.old-*"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    if olds and not final.exists():
+        os.replace(olds[0], final)          # the newest aside copy is the last committed version
+        fsync_dir(final.parent)
+        restored, olds = final, olds[1:]
+    for stale in olds + list(final.parent.glob(f".{name}.tmp-*")):
+        shutil.rmtree(stale, ignore_errors=True)
+    return restored
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``final``; on success it *replaces* ``final`` whole.
 
     Used for per-partition outputs: a re-run leaves exactly the new files, never a mix of old and new, and a run
-    killed half way leaves the previous output untouched (plus a hidden ``.name.tmp-*`` folder that the next
-    successful write of the same partition removes).
+    killed at any point leaves the previous output (or, once the swap is done, the new one) where readers look.
+    Before the swap every file is fsynced; the swap itself is one ``renameat2(RENAME_EXCHANGE)`` on Linux (see
+    the module docstring for other systems). A killed run leaves at most a hidden ``.name.tmp-*`` / ``.name.old-*``
+    folder, which the next write of the same folder removes.
     """
     final = Path(final)
     _make_parent(final)
-    for stale in final.parent.glob(f".{final.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    recover_atomic_dir(final)
     tmp = _tmp_sibling(final)
     try:
         tmp.mkdir()
@@ -244,17 +375,34 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
         if err is exc:
             raise
         raise err from exc
+    old: Path | None = None
     try:
         yield tmp
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:12]}")
+        _step("written")
+        fsync_tree(tmp)
+        _step("files-synced")
+        if final.exists() and exchange(tmp, final):
+            _step("exchanged")                      # final is the new folder; tmp holds the old one
+            fsync_dir(final.parent)
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif final.exists():
+            old = _old_sibling(final)
             os.replace(final, old)
+            _step("old-aside")                      # the window recover_atomic_dir closes
             os.replace(tmp, final)
+            _step("renamed")
+            fsync_dir(final.parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
+            _step("renamed")
+            fsync_dir(final.parent)
+        _step("done")
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not final.exists():
+            with contextlib.suppress(OSError):       # the swap failed half way: put the old folder back
+                os.replace(old, final)
         if isinstance(exc, OSError) and _storage_error(final, exc) is not exc:
             raise _storage_error(final, exc) from exc
         raise
