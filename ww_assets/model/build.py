@@ -16,36 +16,65 @@ import numpy as np
 import torch
 
 from ww_assets.model.checkpoints import load_wgan, read_card
-from ww_assets.model.data import file_fingerprint, load_training_images, sample_images
+from ww_assets.model.data import file_fingerprint, load_noise, load_training_images
 from ww_assets.model.networks import WGAN, WGANConfig, device_name
 from ww_assets.model.selection import PRETRAINED_DIR, choose_checkpoint, resolve_preset
 from ww_assets.model.training import TrainProgress, train
 from ww_assets.storage import StorageLayout
 
-__all__ = ["ModelBuild", "obtain_wgan", "model_figures", "reconstruction_check"]
+__all__ = ["ModelBuild", "obtain_wgan", "model_figures", "assess", "validation_split"]
 
 
 @dataclass
 class ModelBuild:
-    """A model ready to save: the networks, their card, the training images used (memory maps), and figures."""
+    """A model ready to save: the networks, their card, its validation images (held out of training, or every
+    image for a loaded model) with their sky noise, and figures."""
 
     wgan: WGAN
     card: dict[str, Any]
-    arrays: list[np.ndarray]
+    validation: np.ndarray          # uint8 (n, 3, H, W)
+    validation_noise: np.ndarray    # (n, 3) flux sigma, channel order i, r, g
     history: dict[str, np.ndarray] | None = None
     title: str = ""
     shipped_figures: dict[str, Path] = field(default_factory=dict)
     why: str = ""
 
+    @property
+    def has_images(self) -> bool:
+        return len(self.validation) > 0
+
+
+#: at most this many images are held out of training to judge the model (and at least 5% of a small set)
+MAX_VALIDATION = 512
+
+
+def validation_split(n: int) -> np.ndarray:
+    """Indices, evenly spread over the n training images, kept out of training: min(512, 5%); none below 200."""
+    if n < 200:
+        return np.zeros(0, dtype=np.int64)
+    k = min(MAX_VALIDATION, max(16, n // 20))
+    return np.unique(np.linspace(0, n - 1, k).astype(np.int64))
+
+
+def _gather(arrays: list[np.ndarray], noise: list[np.ndarray], picks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.cumsum([0] + [len(a) for a in arrays])
+    which = np.searchsorted(offsets, picks, side="right") - 1
+    images = np.stack([np.asarray(arrays[w][i - offsets[w]]) for w, i in zip(which, picks)])
+    return images, np.stack([noise[w][i - offsets[w]] for w, i in zip(which, picks)]).astype(np.float32)
+
 
 def _load(checkpoint: str, layout: StorageLayout, device, batches, why: str, log) -> ModelBuild:
     log(f"loading checkpoint {checkpoint} (weights only) onto {device_name(device)}")
     model = load_wgan(checkpoint, device=device)
+    validation, validation_noise = np.zeros((0, 3, 96, 96), np.uint8), np.zeros((0, 3), np.float32)
     try:
-        arrays, _, _ = load_training_images(layout, batches, model.config.image_size, model.config.channels)
-    except Exception as exc:  # figures only: a published release needs no images to load
-        log(f"no images for the reconstruction figure ({exc})")
-        arrays = []
+        arrays, used, _ = load_training_images(layout, batches, model.config.image_size, model.config.channels)
+        total = sum(len(a) for a in arrays)
+        validation, validation_noise = _gather(arrays, load_noise(layout, used, arrays),
+                                               np.unique(np.linspace(0, total - 1, min(MAX_VALIDATION, total))
+                                                         .astype(np.int64)))
+    except Exception as exc:  # figures and checks only: a published release needs no images to load
+        log(f"no images to judge the loaded model on ({exc})")
     card = {"source": "checkpoint", "checkpoint": str(Path(checkpoint).expanduser().resolve()),
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "torch_version": torch.__version__, "device": device_name(device)}
@@ -55,7 +84,10 @@ def _load(checkpoint: str, layout: StorageLayout, device, batches, why: str, log
         card["original_card"] = {k: v for k, v in original.items() if k != "files"}
     shipped = {p.name: p for p in sorted(folder.glob("*.png")) if p.name != "reconstructions.png"} \
         if folder.is_dir() else {}
-    return ModelBuild(model, card, arrays, title=f"wGAN loaded from {folder.name}", shipped_figures=shipped, why=why)
+    card["validation"] = {"images": int(len(validation)), "held_out": "not known: the checkpoint's own card says "
+                                                                   "what it was trained on"}
+    return ModelBuild(model, card, validation, validation_noise, title=f"wGAN loaded from {folder.name}",
+                      shipped_figures=shipped, why=why)
 
 
 def _train(preset: str, overrides: dict, layout: StorageLayout, device, batches, why: str,
@@ -66,13 +98,21 @@ def _train(preset: str, overrides: dict, layout: StorageLayout, device, batches,
     log(f"training preset '{preset}' on {device_name(device)}: {n_images} images from {len(used)} batch(es) {used}; "
         f"{cfg.generator_iterations} generator iterations x {cfg.critic_steps} critic steps (batch "
         f"{cfg.batch_size}), then {cfg.encoder_iterations} encoder iterations; base width {cfg.base_channels}")
-    result = train(arrays, cfg, device=device, progress=progress, progress_every_s=progress_every_s, sources=paths)
+    noise = load_noise(layout, used, arrays)
+    holdout = validation_split(n_images)
+    log(f"{len(holdout)} images held out of training to judge the model")
+    result = train(arrays, cfg, device=device, progress=progress, progress_every_s=progress_every_s, sources=paths,
+                   noise=noise if cfg.observation != "none" else None, holdout=holdout)
+    picks = holdout if len(holdout) else np.unique(np.linspace(0, n_images - 1, min(MAX_VALIDATION, n_images))
+                                                   .astype(np.int64))
+    validation, validation_noise = _gather(arrays, noise, picks)
     card = {"source": "trained", "preset": preset,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **result.card(),
             "data": {"batches": used, "n_images": n_images, "files": [file_fingerprint(p) for p in paths]},
-            "seconds_total": round(sum(result.seconds.values()), 1)}
+            "seconds_total": round(sum(result.seconds.values()), 1),
+            "validation": {"images": int(len(picks)), "held_out": bool(len(holdout))}}
     title = f"wGAN preset '{preset}' on {n_images} images, {result.device} ({sum(result.seconds.values()):.0f} s)"
-    return ModelBuild(result.wgan, card, arrays, history=result.history, title=title, why=why)
+    return ModelBuild(result.wgan, card, validation, validation_noise, history=result.history, title=title, why=why)
 
 
 def obtain_wgan(layout: StorageLayout, checkpoint: str, preset: str, device, batches: list[str] | None = None,
@@ -88,36 +128,39 @@ def obtain_wgan(layout: StorageLayout, checkpoint: str, preset: str, device, bat
                   progress or (lambda p: None), progress_every_s, log)
 
 
-def reconstruction_check(wgan: WGAN, arrays: list[np.ndarray], n: int = 256) -> tuple[float, float]:
-    """(MSE of G(E(x)), MSE of the mean image) on up to n evenly spread images, images in [0, 1]."""
-    from ww_assets.scores.anomaly import reconstruct
+def assess(build: ModelBuild, n_realism: int = 1000) -> dict[str, Any]:
+    """The gates on the validation images: structure explained and realism (``ww_assets.model.quality``)."""
+    from ww_assets.model.quality import REALISM_GATE, STRUCTURE_GATE, model_realism, model_structure_explained
 
-    real = sample_images(arrays, n)
-    rec = reconstruct(wgan, real).astype(np.float64) / 255
-    x = real.astype(np.float64) / 255
-    return float(np.mean((x - rec) ** 2)), float(np.mean((x - x.mean(0, keepdims=True)) ** 2))
+    if not build.has_images:
+        return {}
+    se = model_structure_explained(build.wgan, build.validation, build.validation_noise)
+    realism = model_realism(build.wgan, build.validation, build.validation_noise, n=min(n_realism,
+                                                                                         len(build.validation)))
+    return {"structure_explained": {**se.as_dict(), "gate": STRUCTURE_GATE, "passed": bool(se.value >= STRUCTURE_GATE)},
+            "realism": {"auroc": realism, "gate": REALISM_GATE, "passed": bool(realism <= REALISM_GATE),
+                        "n_images": int(min(n_realism, len(build.validation)))}}
 
 
-def model_figures(wgan: WGAN, arrays: list[np.ndarray], history: dict | None, title: str, folder: Path,
-                  n_show: int = 8) -> dict[str, Path]:
-    """Loss curves (when trained), real vs reconstructed, and generated samples, as PNG files in ``folder``."""
+def model_figures(build: ModelBuild, folder: Path, n_show: int = 8) -> dict[str, Path]:
+    """Loss curves (when trained); validation images, their reconstructions and residual maps; a grid of G(z)."""
+    from ww_assets.model.quality import generated, reconstructions
     from ww_assets.plotting.model import image_rows, loss_curves
-    from ww_assets.scores.anomaly import reconstruct
 
     out = {}
-    if history:
-        out["loss_curves.png"] = loss_curves(history, folder / "loss_curves.png", title)
-    wgan = wgan.eval()
-    gen = torch.Generator(device=wgan.device).manual_seed(0)
-    with torch.inference_mode():
-        fake = wgan.generator(wgan.sample_latent(n_show, generator=gen)).float().clamp(0, 1)
-    rows = []
-    if arrays:
-        real = sample_images(arrays, n_show)
-        rows += [("real x", real), ("G(E(x))", reconstruct(wgan, real))]
-    rows.append(("G(z), z ~ prior", (fake * 255).round().to(torch.uint8).cpu().numpy()))
-    out["reconstructions.png"] = image_rows(
-        rows, folder / "reconstructions.png",
-        "Real images, their reconstructions G(E(x)), and random generated images" if arrays else
-        "Random generated images G(z)")
+    wgan = build.wgan.eval()
+    if build.history:
+        out["loss_curves.png"] = loss_curves(build.history, folder / "loss_curves.png", build.title)
+    noise = build.validation_noise if build.has_images else np.full((n_show, 3), 0.05, np.float32)
+    seen, clean = generated(wgan, 24, noise, seed=0)
+    out["generated.png"] = image_rows([("G(z) (noise-free)", clean[:8]), ("", clean[8:16]), ("", clean[16:24]),
+                                       ("G(z) as observed", seen[:8])], folder / "generated.png",
+                                      "Random draws of the generator, z ~ prior")
+    if build.has_images:
+        picks = np.linspace(0, len(build.validation) - 1, min(n_show, len(build.validation))).astype(int)
+        real = build.validation[picks]
+        _, rgb, resid = reconstructions(wgan, real, build.validation_noise[picks])
+        out["reconstructions.png"] = image_rows(
+            [("real x", real), ("G(E(x))", rgb), ("x - E[x|G(E(x))]", resid)], folder / "reconstructions.png",
+            "Validation images, their reconstructions, and the residual in units of the pixel noise")
     return out

@@ -16,7 +16,38 @@ from ww_assets.model.networks import ImageDataError, check_images
 from ww_assets.storage import CUTOUTS_FILE, StorageLayout
 
 __all__ = ["TrainingDataError", "available_batches", "load_training_images", "images_are_the_sample",
-           "file_fingerprint", "sample_images"]
+           "file_fingerprint", "sample_images", "catalog_noise", "load_noise"]
+
+#: the catalog's sky-noise columns in the images' channel order (red = i, green = r, blue = g)
+NOISE_COLUMNS = ("sky_sigma_i", "sky_sigma_r", "sky_sigma_g")
+
+
+def catalog_noise(catalog) -> np.ndarray:
+    """(N, 3) float32 sky noise in channel order i, r, g from a batch catalog; NaN where it was not measured (an
+    RGB-only thumbnail, or a catalog written before the noise was recorded)."""
+    if not all(c in catalog.columns for c in NOISE_COLUMNS):
+        return np.full((len(catalog), 3), np.nan, np.float32)
+    return np.array(catalog[list(NOISE_COLUMNS)].to_numpy(dtype=np.float32), copy=True)  # writable
+
+
+def load_noise(layout: StorageLayout, batches: list[str], arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """The sky noise of each training array (one per batch, as ``load_training_images`` returned them): from the
+    catalogs, and estimated from the images themselves where the catalog has none."""
+    import pandas as pd
+    import torch
+
+    from ww_assets.model.observation import estimate_sigma
+
+    out = []
+    for batch, arr in zip(batches, arrays):
+        noise = catalog_noise(pd.read_parquet(layout.catalog_file(batch)))
+        missing = np.flatnonzero(~np.isfinite(noise).all(1))
+        for start in range(0, len(missing), 1024):
+            rows = missing[start:start + 1024]
+            x = torch.from_numpy(np.asarray(arr[rows])).float() / 255
+            noise[rows] = estimate_sigma(x).numpy()
+        out.append(noise)
+    return out
 
 
 class TrainingDataError(ValueError):

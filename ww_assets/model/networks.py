@@ -60,11 +60,13 @@ class WGANConfig:
         upsample: "transposed" (the reference: transposed convolutions, kernel 5, stride 2; kernel sizes not
             divisible by the stride draw a checkerboard, Odena et al. 2016) or "resize" (nearest-neighbour x2,
             then a kernel-5 convolution: the same receptive field, no checkerboard).
-        output: "sigmoid" (the reference) or "clamp": values clamped to [0, 1] with the gradient passed straight
-            through, so an exactly black sky (the noise-free image's) is not a dead end of a saturated sigmoid.
-        observation: "none" (the reference: G draws the observed image, noise and all) or "lupton_noise": G draws
-            the noise-free image and the critic sees it through the survey's noise and the Lupton mapping
-            (``ww_assets.model.observation``); reconstructions are then the expected observation E[x | G(E(x))].
+        output: "sigmoid" (the reference: the RGB image in [0, 1]) or "flux": a signed, asinh-stretched flux per
+            channel (``observation.stretched_to_flux``), linear output, no saturation: a noise-free sky is exactly
+            zero flux with a live gradient (a sigmoid must saturate to draw it, and then learns nothing).
+        observation: "none" (the reference: G draws the observed image, noise and all) or "lupton_noise" (needs
+            output "flux"): G draws the noise-free sky and the critic sees it through the survey's noise and the
+            Lupton mapping (``ww_assets.model.observation``); a reconstruction is then the expected observation
+            E[x | G(E(x))].
         noise_corr: lag-1 correlation of neighbouring pixels' sky noise used by the observation (0: white).
 
     WGAN-GP training
@@ -74,6 +76,14 @@ class WGANConfig:
             no preferred orientation); off in the reference, which had a million images.
         gp_samples: how many of each batch's interpolates the gradient penalty is taken on (0: all): an unbiased
             estimate of the same expectation for a fraction of its cost (the double backward dominates on CPUs).
+        reconstruction_weight: 0 in the reference. Above 0, the encoder is trained together with the generator
+            during the WGAN phase, and the generator's loss adds this weight times MSE(x, E[x | G(E(x))]) on each
+            real batch (a VAE/GAN-style hybrid): the critic makes G(z) look real, the reconstruction term makes G
+            cover every galaxy rather than a few modes. With MSE on [0, 1] pixels, about 1000 makes the two
+            gradients comparable (the critic's gradient norm is held near 1 by the penalty).
+        autoencoder_iterations (0: none), autoencoder_lr: a warm start before the WGAN phase: G and E trained as
+            an autoencoder on the same reconstruction loss (Adam, cosine schedule), so the adversarial phase
+            starts from a generator that already draws galaxies.
 
     Encoder training (f-AnoGAN izi_f, G and D frozen)
         encoder_iterations, encoder_batch_size, encoder_lr, kappa (weight of the feature residual, 1).
@@ -110,6 +120,9 @@ class WGANConfig:
     betas: tuple[float, float] = (0.5, 0.9)
     augment: bool = False
     gp_samples: int = 0
+    reconstruction_weight: float = 0.0
+    autoencoder_iterations: int = 0
+    autoencoder_lr: float = 1e-3
     # encoder, izi_f
     encoder_iterations: int = 10_000
     encoder_batch_size: int = 32
@@ -130,17 +143,21 @@ class WGANConfig:
         for key in ("channels", "latent_dim", "base_channels", "batch_size", "critic_steps", "encoder_batch_size"):
             if int(getattr(self, key)) < 1:
                 problems.append(f"{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("generator_iterations", "encoder_iterations"):
+        if float(self.reconstruction_weight) < 0:
+            problems.append(f"reconstruction_weight must be >= 0, got {self.reconstruction_weight}")
+        for key in ("generator_iterations", "encoder_iterations", "autoencoder_iterations"):
             if int(getattr(self, key)) < 0:
                 problems.append(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.kernel_size < 3 or self.kernel_size % 2 == 0:
             problems.append(f"kernel_size must be odd and >= 3, got {self.kernel_size}")
         if self.latent_prior not in ("uniform", "normal"):
             problems.append(f"latent_prior must be 'uniform' or 'normal', got {self.latent_prior!r}")
-        for key, allowed in (("upsample", ("transposed", "resize")), ("output", ("sigmoid", "clamp")),
+        for key, allowed in (("upsample", ("transposed", "resize")), ("output", ("sigmoid", "flux")),
                              ("observation", ("none", "lupton_noise"))):
             if getattr(self, key) not in allowed:
                 problems.append(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        if self.observation == "lupton_noise" and self.output != "flux":
+            problems.append("observation 'lupton_noise' needs output 'flux' (G draws noise-free fluxes)")
         if not 0 <= float(self.noise_corr) < 0.5:
             problems.append(f"noise_corr must be in [0, 0.5), got {self.noise_corr}")
         if int(self.gp_samples) < 0:
@@ -219,20 +236,30 @@ class WGANConfig:
 PRESETS: dict[str, WGANConfig] = {
     # The published design and schedule. Meant for a GPU (bf16 autocast + channels-last by default there).
     "reference": WGANConfig(),
-    # The same design at an eighth of the width (8-16-32-64 channels, latent 128), batch 16 and a larger learning
-    # rate, stopped early: on the simulated sample the anomaly AUROC peaks near 275 generator iterations and
-    # falls with longer training (data/pretrained/README.md). About a minute of training on one CPU core.
+    # The same design at an eighth of the width (8-16-32-64 channels, latent 128) with what makes it learn on noisy
+    # Lupton cutouts (MODEL.md; BENCHMARKS.md "Why the wGAN did not learn"): resize upsampling (no checkerboard),
+    # a flux output seen through the survey's noise and the Lupton mapping (the generator draws the noise-free
+    # galaxy; a generator that must draw the noise too spends itself on it), an autoencoder warm start and a
+    # reconstruction term in the WGAN phase. Tens of minutes on one CPU core.
     "cpu": WGANConfig(
         name="cpu",
         base_channels=8,
-        batch_size=16,
-        generator_iterations=275,
+        generator_noise=0.0,
+        upsample="resize",
+        output="flux",
+        observation="lupton_noise",
+        noise_corr=0.4,
+        batch_size=32,
+        generator_iterations=800,
         critic_steps=5,
-        lr=2e-4,
-        encoder_iterations=200,
-        encoder_batch_size=16,
-        encoder_lr=5e-4,
-        encoder_init_from_critic=True,
+        lr=1e-4,
+        reconstruction_weight=1000.0,
+        autoencoder_iterations=2000,
+        autoencoder_lr=1e-3,
+        encoder_iterations=300,
+        encoder_batch_size=32,
+        encoder_lr=1e-4,
+        encoder_init_from_critic=False,
     ),
     # Seconds on any CPU: for tests and CI only; its scores mean nothing.
     "ci": WGANConfig(
@@ -291,9 +318,7 @@ class Generator(nn.Module):
             h = h + cfg.generator_noise * torch.randn_like(h)
         h = torch.relu(self._up(self.up3, h))
         h = self._up(self.up4, h)
-        if cfg.output == "sigmoid":
-            return torch.sigmoid(h)
-        return h + (h.clamp(0, 1) - h).detach()  # clamp forward, identity backward
+        return torch.sigmoid(h) if cfg.output == "sigmoid" else h
 
 
 class Critic(nn.Module):
@@ -365,8 +390,40 @@ class WGAN(nn.Module):
         return torch.randn(shape, generator=generator, device=dev)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """G(E(x)) for images in [0, 1]."""
+        """G(E(x)): the generator's output for images in [0, 1] (see ``rgb`` and ``expected`` for images)."""
         return self.generator(self.encoder(x))
+
+    def rgb(self, g: torch.Tensor) -> torch.Tensor:
+        """The generator's output ``g`` as an RGB image in [0, 1] (for a "flux" generator: the noise-free
+        Lupton image)."""
+        if self.config.output == "sigmoid":
+            return g
+        from ww_assets.model.observation import lupton, stretched_to_flux
+
+        return lupton(stretched_to_flux(g))
+
+    def expected(self, g: torch.Tensor, noise: torch.Tensor | None, exact: bool = False):
+        """(E[x | g], Var[x | g] or None): what the model predicts an observation of its output ``g`` looks like.
+        With the observation model, the mean and variance of the observed pixel given the image's sky ``noise``
+        (N, 3); without one, the generator's image itself (and no variance)."""
+        if self.config.observation == "none":
+            return g, None
+        from ww_assets.model import observation as obs
+
+        if noise is None:
+            raise ImageDataError("this model's observation model needs each image's sky noise (N, 3)")
+        flux = obs.stretched_to_flux(g.float())
+        fn = obs.expected_and_variance_flux if exact else obs.fast_expected_and_variance_flux
+        return fn(flux, noise.to(flux.device, flux.dtype))
+
+    def observed(self, g: torch.Tensor, noise: torch.Tensor | None, generator=None) -> torch.Tensor:
+        """What the critic sees of the generator's output: ``g`` itself, or a noisy observation of it."""
+        if self.config.observation == "none" or noise is None:
+            return g
+        from ww_assets.model import observation as obs
+
+        return obs.observe_flux(obs.stretched_to_flux(g.float()), noise.to(g.device, torch.float32),
+                                self.config.noise_corr, generator=generator)
 
     def parts(self) -> dict[str, nn.Module]:
         """The three networks under the names the published release uses for its files."""

@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ww_assets.model.observation import expected_and_variance, noise_variance, observe
+from ww_assets.model.observation import noise_variance
 
-__all__ = ["StructureExplained", "structure_explained", "realism_auroc", "model_structure_explained",
-           "model_realism", "STRUCTURE_GATE", "REALISM_GATE"]
+__all__ = ["StructureExplained", "structure_explained", "realism_auroc", "reconstructions",
+           "model_structure_explained", "generated", "model_realism", "STRUCTURE_GATE", "REALISM_GATE"]
 
 #: the gates the shipped model must pass (issue 14)
 STRUCTURE_GATE = 0.8
@@ -86,29 +86,50 @@ def realism_auroc(real, generated, seed: int = 0) -> float:
 
 
 @torch.inference_mode()
-def model_structure_explained(wgan, images_u8, sigma, batch_size: int = 256) -> StructureExplained:
-    """``structure_explained`` of a wGAN's single-pass reconstructions of ``images_u8``."""
+def reconstructions(wgan, images_u8, noise, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(expected observations float (N, 3, H, W), noise-free RGB reconstructions uint8, residual maps in noise units
+    summed over channels (N, H, W)) of a wGAN's single encoder pass."""
+    from ww_assets.model.observation import noise_variance
+
     dev = wgan.device
-    recs = []
+    means, rgbs, maps = [], [], []
     for start in range(0, len(images_u8), batch_size):
         x = _float(images_u8[start:start + batch_size]).to(dev)
-        s = torch.as_tensor(np.asarray(sigma[start:start + batch_size]), dtype=torch.float32, device=dev)
-        mean, _ = expected_and_variance(wgan.generator(wgan.encoder(x)), s)
-        recs.append(mean.cpu())
-    return structure_explained(images_u8, torch.cat(recs), sigma)
+        s = torch.as_tensor(np.asarray(noise[start:start + batch_size]), dtype=torch.float32, device=dev)
+        g = wgan.generator(wgan.encoder(x))
+        mean, var = wgan.expected(g, s, exact=True)
+        var = noise_variance(x, s) if var is None else var
+        u = (x - mean) / (var + 1e-6).sqrt()
+        means.append(mean.cpu())
+        rgbs.append((wgan.rgb(g).clamp(0, 1) * 255).round().to(torch.uint8).cpu())
+        maps.append((u.sum(1) / np.sqrt(3)).cpu())
+    return torch.cat(means).numpy(), torch.cat(rgbs).numpy(), torch.cat(maps).numpy()
+
+
+def model_structure_explained(wgan, images_u8, noise, batch_size: int = 256) -> StructureExplained:
+    """``structure_explained`` of a wGAN's single-pass reconstructions of ``images_u8``."""
+    mean, _, _ = reconstructions(wgan, images_u8, noise, batch_size)
+    return structure_explained(images_u8, mean, noise)
 
 
 @torch.inference_mode()
-def model_realism(wgan, real_u8, sigma, n: int = 1000, seed: int = 0,
-                  noise_corr: float = 0.0) -> tuple[float, np.ndarray]:
-    """(realism AUROC, the generated uint8 images) for ``n`` draws of G(z) observed with the real images' noise."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+def generated(wgan, n: int, noise, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(``n`` generated images as the critic sees them, uint8; their noise-free RGB, uint8) for z ~ the prior, each
+    observed with the sky noise of a random row of ``noise`` (ignored without an observation model)."""
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator(device=wgan.device).manual_seed(seed)
+    z = wgan.sample_latent(n, generator=gen)
+    g = wgan.generator(z).float()
+    s = torch.as_tensor(np.asarray(noise)[rng.integers(0, len(noise), n)], dtype=torch.float32, device=wgan.device)
+    seen = wgan.observed(g, s, generator=gen)
+    as_u8 = lambda t: (t.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()  # noqa: E731
+    return as_u8(seen), as_u8(wgan.rgb(g))
+
+
+def model_realism(wgan, real_u8, noise, n: int = 1000, seed: int = 0) -> float:
+    """Realism AUROC of ``n`` generated images against as many real ones."""
     rng = np.random.default_rng(seed)
     n = min(n, len(real_u8))
-    real = np.asarray(real_u8[np.sort(rng.choice(len(real_u8), n, replace=False))])
-    noise = torch.as_tensor(np.asarray(sigma)[rng.integers(0, len(sigma), n)], dtype=torch.float32)
-    z = wgan.sample_latent(n, generator=gen.manual_seed(seed)) if wgan.device.type == "cpu" else \
-        wgan.sample_latent(n).to(wgan.device)
-    clean = wgan.generator(z).float().cpu()
-    fake = (observe(clean, noise, noise_corr, generator=gen).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    return realism_auroc(real, fake, seed=seed), fake
+    real = np.asarray(real_u8)[np.sort(rng.choice(len(real_u8), n, replace=False))]
+    fake, _ = generated(wgan, n, noise, seed)
+    return realism_auroc(real, fake, seed=seed)

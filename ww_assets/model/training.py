@@ -132,7 +132,7 @@ class ImageSampler:
     def __init__(self, images: np.ndarray | torch.Tensor | Sequence[np.ndarray], device: torch.device,
                  seed: int, image_size: int = 96, channels: int = 3, channels_last: bool = False,
                  cache_bytes: int | None = None, sources: Sequence[str] | None = None, augment: bool = False,
-                 noise: np.ndarray | Sequence[np.ndarray] | None = None):
+                 noise: np.ndarray | Sequence[np.ndarray] | None = None, holdout: np.ndarray | None = None):
         arrays = list(images) if isinstance(images, (list, tuple)) else [images]
         if not arrays:
             raise ImageDataError("no training images given")
@@ -147,6 +147,10 @@ class ImageSampler:
         self.sizes = np.array([len(a) for a in arrays], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
         self.n = int(self.offsets[-1])
+        # images kept out of training (the model's own validation set), by index into the concatenated arrays
+        self.allowed = np.arange(self.n) if holdout is None else np.setdiff1d(np.arange(self.n), holdout)
+        if len(self.allowed) == 0:
+            raise ImageDataError("every training image is held out for validation")
         self.rng = np.random.default_rng(seed)
         self._order = np.empty(0, dtype=np.int64)
         self._pos = 0
@@ -186,7 +190,7 @@ class ImageSampler:
         out = []
         while n > 0:
             if self._pos >= len(self._order):
-                self._order = self.rng.permutation(self.n)
+                self._order = self.allowed[self.rng.permutation(len(self.allowed))]
                 self._pos = 0
             take = self._order[self._pos:self._pos + n]
             self._pos += len(take)
@@ -314,7 +318,7 @@ def _prepare(model: WGAN | None, config: WGANConfig, device) -> tuple[WGAN, torc
 
 
 def _as_sampler(images, config: WGANConfig, device: torch.device, cl: bool, seed: int,
-                sources: Sequence[str] | None, noise=None) -> ImageSampler:
+                sources: Sequence[str] | None, noise=None, holdout=None) -> ImageSampler:
     if isinstance(images, ImageSampler):
         return images
     if config.observation != "none" and noise is None:
@@ -322,21 +326,41 @@ def _as_sampler(images, config: WGANConfig, device: torch.device, cl: bool, seed
                              "(``noise``: (N, 3) flux sigma per image, channel order i, r, g)")
     return ImageSampler(images, device, seed=seed, image_size=config.image_size, channels=config.channels,
                         channels_last=cl, sources=sources, augment=config.augment,
-                        noise=noise if config.observation != "none" else None)
+                        noise=noise if config.observation != "none" else None, holdout=holdout)
 
 
-def _observed(images: torch.Tensor, noise: torch.Tensor | None, config: WGANConfig, generator=None) -> torch.Tensor:
-    """What the critic sees of generated images: themselves, or (observation model) a noisy observation of them."""
-    if noise is None or config.observation == "none":
-        return images
-    from ww_assets.model.observation import observe
 
-    return observe(images, noise, config.noise_corr, generator=generator)
 
 
 # -------------------------------------------------------------------------------------------------------
 # WGAN-GP
 # -------------------------------------------------------------------------------------------------------
+def _warm_start(model: WGAN, sampler: ImageSampler, config: WGANConfig, device, amp, G_fwd, E_fwd,
+                progress, progress_every_s) -> torch.Tensor:
+    """G and E trained as an autoencoder on MSE(x, E[x | G(E(x))]) (``config.autoencoder_iterations``)."""
+    n_iter, bs = config.autoencoder_iterations, config.batch_size
+    opt = torch.optim.Adam([*model.generator.parameters(), *model.encoder.parameters()],
+                           lr=config.autoencoder_lr, betas=(0.9, 0.99))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, n_iter))
+    model.encoder.train()
+    losses = torch.zeros(n_iter, device=device)
+    reporter = _Reporter("autoencoder", n_iter, bs, progress, progress_every_s)
+    for it in range(n_iter):
+        x = sampler.next(bs)
+        with amp:
+            rec = G_fwd(E_fwd(x))
+        predicted, _ = model.expected(rec.float(), sampler.last_noise())
+        loss = F.mse_loss(predicted, x.float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        losses[it] = loss.detach()
+        if reporter.due(it + 1):
+            reporter.report(it + 1, {"autoencoder_loss": float(losses[it])})
+    return losses
+
+
 def train_gan(images, config: WGANConfig | None = None, device=None, progress: ProgressFn | None = None,
               progress_every_s: float = 15.0, model: WGAN | None = None,
               sources: Sequence[str] | None = None,
@@ -359,13 +383,28 @@ def train_gan(images, config: WGANConfig | None = None, device=None, progress: P
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr, betas=config.betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=config.lr, betas=config.betas)
     bs, n_iter = config.batch_size, config.generator_iterations
+    rec_w = float(config.reconstruction_weight)
+    E = model.encoder
+    E_fwd = _maybe_compile(E, config.compile, device)
+    opt_e = torch.optim.Adam(E.parameters(), lr=config.lr, betas=config.betas) if rec_w > 0 else None
     keys = ("critic_loss", "wasserstein", "gradient_penalty", "generator_loss")
+    if rec_w > 0:
+        keys += ("reconstruction_loss",)
     hist = {k: torch.zeros(n_iter, device=device) for k in keys}
-    reporter = _Reporter("wgan", n_iter, bs * config.critic_steps, progress, progress_every_s)
     amp = _autocast(device, bf16)
+    if config.autoencoder_iterations:
+        hist["autoencoder_loss"] = _warm_start(model, sampler, config, device, amp, G_fwd, E_fwd, progress,
+                                               progress_every_s)
+    reporter = _Reporter("wgan", n_iter, bs * config.critic_steps, progress, progress_every_s)
 
     def sample_z(n):
         return model.sample_latent(n, generator=gen_rng)
+
+    def reconstruction_loss(x, noise):
+        with amp:
+            rec = G_fwd(E_fwd(x))
+        predicted, _ = model.expected(rec.float(), noise)
+        return F.mse_loss(predicted, x)
 
     for it in range(n_iter):
         # --- critic ---------------------------------------------------------------------------------
@@ -377,8 +416,8 @@ def train_gan(images, config: WGANConfig | None = None, device=None, progress: P
             with torch.no_grad(), amp:
                 fake = G_fwd(sample_z(bs))
             # observed with the noise of other real images of the batch (a permutation: the same distribution)
-            fake = _observed(fake.float(), None if noise is None else noise[torch.randperm(bs, generator=gen_rng,
-                                                                                            device=device)], config)
+            fake = model.observed(fake.float(), None if noise is None else noise[torch.randperm(
+                bs, generator=gen_rng, device=device)])
             if cl:
                 fake = fake.contiguous(memory_format=torch.channels_last)
             m = config.gp_samples or bs
@@ -399,10 +438,18 @@ def train_gan(images, config: WGANConfig | None = None, device=None, progress: P
         # --- generator ------------------------------------------------------------------------------
         _set_requires_grad(D, False)
         with amp:
-            loss_g = -D(_observed(G_fwd(sample_z(bs)).float(), sampler.last_noise(), config)).float().mean()
+            loss_g = -D(model.observed(G_fwd(sample_z(bs)).float(), sampler.last_noise())).float().mean()
+        loss = loss_g
+        if rec_w > 0:  # the last critic step's real batch, reconstructed
+            rec_loss = reconstruction_loss(real.float(), noise)
+            loss = loss_g + rec_w * rec_loss
+            hist["reconstruction_loss"][it] = rec_loss.detach()
+            opt_e.zero_grad(set_to_none=True)
         opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
+        loss.backward()
         opt_g.step()
+        if rec_w > 0:
+            opt_e.step()
         hist["critic_loss"][it], hist["wasserstein"][it], hist["gradient_penalty"][it] = acc
         hist["generator_loss"][it] = loss_g.detach()
         step = it + 1
@@ -460,12 +507,8 @@ def train_encoder(images, model: WGAN, config: WGANConfig | None = None, device=
             with amp:
                 rec = G_fwd(E_fwd(x))
             rec = rec.float()
-            seen, predicted = rec, rec
-            if noise is not None:
-                from ww_assets.model.observation import fast_expected_and_variance
-
-                predicted, _ = fast_expected_and_variance(rec, noise)
-                seen = _observed(rec, noise, config)
+            predicted, _ = model.expected(rec, noise)
+            seen = model.observed(rec, noise)
             with amp:
                 both = D.features(torch.cat([x, seen])).float()
             f_real, f_rec = both[:bs].detach(), both[bs:]
@@ -493,16 +536,18 @@ def train_encoder(images, model: WGAN, config: WGANConfig | None = None, device=
 
 
 def train(images, config: WGANConfig | None = None, device=None, progress: ProgressFn | None = None,
-          progress_every_s: float = 15.0, sources: Sequence[str] | None = None, noise=None) -> TrainResult:
+          progress_every_s: float = 15.0, sources: Sequence[str] | None = None, noise=None,
+          holdout: np.ndarray | None = None) -> TrainResult:
     """Both phases from scratch: WGAN-GP, then the izi_f encoder. ``images``: uint8 (N, 3, 96, 96) or a list.
 
     ``device``: None/"auto" picks CUDA when present, else CPU (``result.device`` says which).
     ``sources``: names of the arrays (file paths) for error messages. ``noise``: the sky noise of every image
     ((N, 3) flux sigma, channel order i, r, g; or a list like ``images``), needed by the observation model.
+    ``holdout``: indices (into the concatenated images) never shown to either phase: the model's validation set.
     """
     config = config or WGANConfig()
     model, dev, bf16, cl = _prepare(None, config, device)
-    sampler = _as_sampler(images, config, dev, cl, config.seed, sources, noise)
+    sampler = _as_sampler(images, config, dev, cl, config.seed, sources, noise, holdout)
     model, gan_hist, gan_s, gan_rate = train_gan(sampler, config, dev, progress, progress_every_s, model)
     sampler.reseed(config.seed + 3)
     model, enc_hist, enc_s, enc_rate = train_encoder(sampler, model, config, dev, progress, progress_every_s)
@@ -515,5 +560,5 @@ def train(images, config: WGANConfig | None = None, device=None, progress: Progr
         channels_last=cl,
         seconds={"wgan": gan_s, "encoder": enc_s},
         images_per_s={"wgan": gan_rate, "encoder": enc_rate},
-        n_images=len(sampler),
+        n_images=len(sampler.allowed),
     )

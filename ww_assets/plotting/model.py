@@ -33,8 +33,9 @@ def _curves(ax, history: dict, keys: tuple[tuple[str, str], ...], n_smooth: int)
 def loss_curves(history: dict[str, np.ndarray], path: str | Path, title: str) -> Path:
     """Critic / generator losses and the gradient penalty per generator iteration, and the encoder's losses per
     encoder iteration (running means over 2% of the run)."""
-    fig = new_figure(11, 3.8)
-    axes = fig.subplots(1, 3)
+    hybrid = any(len(history.get(k, [])) for k in ("autoencoder_loss", "reconstruction_loss"))
+    fig = new_figure(14.5 if hybrid else 11, 3.8)
+    axes = fig.subplots(1, 4 if hybrid else 3)
     n_gan = max(1, len(history.get("critic_loss", [])) // 50)
     _curves(axes[0], history, (("critic_loss", "critic loss D(fake) - D(real) + 10 GP"),
                                ("wasserstein", "Wasserstein estimate D(real) - D(fake)"),
@@ -51,6 +52,16 @@ def loss_curves(history: dict[str, np.ndarray], path: str | Path, title: str) ->
         axes[2].set_yscale("log")
     axes[2].set(xlabel="encoder iteration", ylabel="mean squared error (images in [0, 1])",
                 title="encoder (izi_f, G and D frozen)")
+    if hybrid:  # the autoencoder warm start, then the reconstruction term of the WGAN phase, end to end
+        ae = np.asarray(history.get("autoencoder_loss", []), float)
+        rec = np.asarray(history.get("reconstruction_loss", []), float)
+        for values, start, label in ((ae, 0, "autoencoder warm start"), (rec, len(ae), "WGAN phase (x weight)")):
+            if len(values):
+                sm = _smooth(values, max(1, len(values) // 50))
+                axes[3].plot(start + np.arange(len(sm)) + (len(values) - len(sm)) // 2 + 1, sm, lw=1.2, label=label)
+        axes[3].set_yscale("log")
+        axes[3].set(xlabel="iteration (warm start, then generator iterations)",
+                    ylabel="MSE(x, E[x | G(E(x))]) (images in [0, 1])", title="reconstruction (G and E together)")
     for ax in axes:
         ax.title.set_fontsize(10)
         if ax.get_legend_handles_labels()[0]:

@@ -13,7 +13,8 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["iter_chunks", "score_cutouts", "score_batch_folder", "has_images", "load_release_batch"]
+__all__ = ["iter_chunks", "score_cutouts", "score_batch_folder", "has_images", "load_release_batch",
+           "distribution_summary"]
 
 def iter_chunks(images: np.ndarray, chunk: int, prefetch: int = 2,
                 out: list[np.ndarray] | None = None) -> Iterator[tuple[int, np.ndarray]]:
@@ -79,7 +80,7 @@ def iter_chunks(images: np.ndarray, chunk: int, prefetch: int = 2,
 
 
 
-def score_cutouts(wgan, images: np.ndarray, score_config, device, chunk: int = 8192, log=None):
+def score_cutouts(wgan, images: np.ndarray, score_config, device, chunk: int = 8192, log=None, noise=None):
     """Score ``images`` (uint8 (N, 3, H, W), usually a memory-mapped cutouts.npy) chunk by chunk with
     ``ww_assets.scores.anomaly.score_images`` (the score math lives there; ``score_config`` is its ``ScoreConfig``).
 
@@ -106,7 +107,8 @@ def score_cutouts(wgan, images: np.ndarray, score_config, device, chunk: int = 8
     pinned = [b.numpy() for b in buffers] if buffers else None
     for start, block in iter_chunks(images, chunk, prefetch=2, out=pinned):
         x = torch.from_numpy(block) if buffers is None else _pinned_view(buffers, block)
-        result = score_images(wgan, x, score_config, device=device, source="cutouts.npy")
+        result = score_images(wgan, x, score_config, device=device, source="cutouts.npy",
+                              noise=None if noise is None else noise[start:start + len(block)])
         parts["image"].append(result.image_score)
         parts["feature"].append(result.feature_score)
         parts["anomaly"].append(result.anomaly_score)
@@ -141,18 +143,22 @@ def score_batch_folder(layout, batch: str, score_config, device, chunk: int = 81
     from ww_assets.scores.normalise import score_family
     from ww_assets.scores.release import ScoreTable
 
+    from ww_assets.model.data import catalog_noise
+
     images, catalog = load_cutouts(layout.images_dir(batch))
     n_quarantined = len(load_quarantine(layout.images_dir(batch)))
+    noise = catalog_noise(catalog)
     ids = catalog["image_id"].astype(str).to_numpy()
     if not layout.model_dir.exists():
         raise FileNotFoundError(f"no model at {layout.model_dir}: materialise `wgan` first")
     wgan = load_wgan(layout.model_dir, device=device)
-    img, feat, anom, latents, seconds = score_cutouts(wgan, images, score_config, device, chunk, log)
+    img, feat, anom, latents, seconds = score_cutouts(wgan, images, score_config, device, chunk, log, noise)
     table = ScoreTable(ids, img, feat, anom, latents)
     n = len(table)
     record = {"source": "model", **score_config.to_dict(), "model_dir": str(layout.model_dir),
               "model_fingerprint": model_fingerprint(layout.model_dir), "device": device_name(device),
-              "seconds": round(seconds, 3), "images_per_second": round(n / seconds, 1) if seconds > 0 and n else None}
+              "seconds": round(seconds, 3), "images_per_second": round(n / seconds, 1) if seconds > 0 and n else None,
+              "noise_measured_on_fluxes": int(np.isfinite(noise).all(1).sum())}
     record["score_family"] = score_family(record)
     return table, record, n_quarantined, ids
 
@@ -179,3 +185,13 @@ def load_release_batch(run, release_name: str):
               "precision": "as published", "seconds": 0.0}
     record["score_family"] = score_family(record)
     return table, record
+
+
+def distribution_summary(values: np.ndarray) -> dict:
+    """n, mean, std, min, 1st / 50th / 90th / 99th percentiles and max of a batch's scores (or latent norms)."""
+    v = np.asarray(values, dtype=np.float64)
+    if not v.size:
+        return {"n": 0}
+    p = np.percentile(v, [1, 50, 90, 99])
+    return {"n": int(v.size), "mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()),
+            "p01": float(p[0]), "p50": float(p[1]), "p90": float(p[2]), "p99": float(p[3]), "max": float(v.max())}

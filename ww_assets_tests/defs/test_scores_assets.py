@@ -114,7 +114,8 @@ def test_partition_scores_release_formats_quarantine_and_rerun(storage_root, mod
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(image_batches.name, ["b1", "b2"])
     res = resources(storage_root, source)
-    result = run([cutouts, score_batch], instance, res, "b1", {"device": "cpu", "batch_size": 4, "log_every": 1})
+    result = run([cutouts, score_batch], instance, res, "b1", {"device": "cpu", "batch_size": 4, "log_every": 1,
+                                                               "formula": "hsc"})
     assert result.success
 
     quarantine = imaging.load_quarantine(layout.images_dir("b1"))
@@ -143,7 +144,8 @@ def test_partition_scores_release_formats_quarantine_and_rerun(storage_root, mod
     assert mats["anomaly_scores"]["images_scored"].value == 11
     assert mats["anomaly_scores"]["images_quarantined"].value == 2
     assert "fp32" in mats["anomaly_scores"]["precision"].value
-    assert mats["anomaly_scores"]["anomaly_score_summary"].value["n"] == 11
+    assert mats["anomaly_scores"]["anomaly_score/n"].value == 11  # numbers as numbers: the UI charts them
+    assert isinstance(mats["anomaly_scores"]["anomaly_score/p99"].value, float)
     assert "anomaly_score_histogram" in mats["anomaly_scores"]
     assert mats["cutouts"]["quarantine_reasons"].value == {"non-finite pixels": 1, "wrong size": 1}
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}

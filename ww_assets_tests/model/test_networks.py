@@ -26,15 +26,20 @@ def test_shapes_and_ranges(preset):
     z = model.sample_latent(2)
     assert z.shape == (2, 128) and z.min() >= -1 and z.max() <= 1
     with torch.no_grad():
-        x = model.generator(z)
-        assert x.shape == (2, 3, 96, 96)
-        assert x.min() >= 0 and x.max() <= 1  # sigmoid out
+        g = model.generator(z)
+        assert g.shape == (2, 3, 96, 96)
+        x = model.rgb(g)                      # the image: the sigmoid output itself, or a flux output's Lupton RGB
+        assert x.min() >= 0 and x.max() <= 1
+        if cfg.output == "sigmoid":
+            assert torch.equal(x, g)
         feats = model.critic.features(x)
         assert feats.shape == (2, cfg.feature_dim)
         assert model.critic(x).shape == (2,)
         e = model.encoder(x)
         assert e.shape == (2, 128) and e.abs().max() <= 1  # tanh
         assert model.reconstruct(x).shape == x.shape
+        mean, var = model.expected(g, torch.full((2, 3), 0.05))
+        assert mean.shape == x.shape and (var is None) == (cfg.observation == "none")
 
 
 def test_reference_architecture_matches_model_md():

@@ -8,13 +8,13 @@ import dagster as dg
 import numpy as np
 
 from ww_assets.defs.images.partitions import image_batches
-from ww_assets.defs.metadata import png_markdown, table_markdown
+from ww_assets.defs.metadata import numeric_metadata, png_markdown, table_markdown
 from ww_assets.defs.pools import GPU_OP_TAGS, GPU_POOL
 from ww_assets.defs.resources import ImageSourceResource, StorageResource
 from ww_assets.images.sources import ImageSourceError
 from ww_assets.plotting.scores import score_histogram
 from ww_assets.scores.anomaly import ScoreConfig
-from ww_assets.scores.batches import has_images, load_release_batch, score_batch_folder
+from ww_assets.scores.batches import distribution_summary, has_images, load_release_batch, score_batch_folder
 from ww_assets.scores.normalise import HIGH_SIGMA, collect_scores, normalise_scores
 from ww_assets.scores.release import SCORE_COLUMNS, is_release_batch, write_scores_folder
 from ww_assets.storage import SCORE_HISTOGRAM_FILE, atomic_dir, atomic_path
@@ -24,8 +24,10 @@ class AnomalyScoreConfig(dg.Config):
     """How the anomaly score is computed (recorded in score_config.json with every batch); the defaults are
     ``ww_assets.scores.anomaly.ScoreConfig``'s.
 
-    formula: "hsc" (Storey-Fisher et al. 2021: L1 sums, anomaly = (1 - lam) * image + lam * feature) or
-        "fanogan" (Schlegl et al. 2019: mean squared errors, anomaly = image + kappa * feature).
+    formula: "hsc" (the default; Storey-Fisher et al. 2021: L1 sums, anomaly = (1 - lam) * image + lam * feature),
+        "local" (residuals in units of each pixel's noise; anomaly = the peak of the PSF-matched filter, so a
+        compact oddity is not buried in 27,648 pixels; for a model that reconstructs) or "fanogan" (Schlegl et al. 2019: mean squared
+        errors, anomaly = image + kappa * feature). ``ww_assets.scores.anomaly`` has the details.
     refine_steps: 0 = one encoder pass (fast); the HSC reference refines z with 10 Adam steps (refine_lr 0.1).
     precision: "auto" (bf16 autocast + channels-last on CUDA, fp32 on CPU), "fp32" or "bf16".
     device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
@@ -52,15 +54,6 @@ class AnomalyScoreConfig(dg.Config):
                           refine_lr=self.refine_lr, batch_size=self.batch_size, precision=precision,
                           channels_last=device.type == "cuda" and precision == "bf16")
         return cfg, device
-
-
-def _summary(values: np.ndarray) -> dict:
-    v = np.asarray(values, dtype=np.float64)
-    if not v.size:
-        return {"n": 0}
-    p = np.percentile(v, [1, 50, 90, 99])
-    return {"n": int(v.size), "mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()),
-            "p01": float(p[0]), "p50": float(p[1]), "p90": float(p[2]), "p99": float(p[3]), "max": float(v.max())}
 
 
 @dg.multi_asset(
@@ -113,7 +106,9 @@ def score_batch(context: dg.AssetExecutionContext, config: AnomalyScoreConfig, s
             "formula": record.get("description", record.get("formula", "")), "score_family": record["score_family"],
             "device": record["device"], "precision": record.get("precision", ""), "seconds": record["seconds"],
             "output_folder": dg.MetadataValue.path(str(out_dir)),
-            **{f"{c}_summary": dg.MetadataValue.json(_summary(getattr(table, c))) for c in SCORE_COLUMNS}}
+            # numbers as numbers, so the UI charts them across materialisations ("anomaly_score/p99", ...)
+            **{k: v for c in SCORE_COLUMNS for k, v in numeric_metadata(distribution_summary(getattr(table, c)),
+                                                                         prefix=c).items()}}
     if record.get("images_per_second"):
         meta["images_per_second"] = float(record["images_per_second"])
     if (out_dir / SCORE_HISTOGRAM_FILE).exists():
@@ -122,7 +117,7 @@ def score_batch(context: dg.AssetExecutionContext, config: AnomalyScoreConfig, s
     norms = np.linalg.norm(table.latents, axis=1) if n else np.zeros(0)
     yield dg.MaterializeResult(asset_key="latent_vectors", metadata={
         "shape": f"{table.latents.shape[0]} x {table.latents.shape[1]} float32",
-        "latent_norm_summary": dg.MetadataValue.json(_summary(norms)),
+        **numeric_metadata(distribution_summary(norms), prefix="latent_norm"),
         "path": dg.MetadataValue.path(str(layout.latents_file(batch)))})
     finite = bool(np.isfinite(table.latents).all()) and all(np.isfinite(getattr(table, c)).all() for c in SCORE_COLUMNS)
     in_order = expected is None or np.array_equal(table.image_ids.astype(str), expected)
