@@ -18,9 +18,13 @@ from ww_assets.plotting.consensus import fraction_histogram
 _COMMON = dict(kinds={"duckdb"}, pool=DUCKDB_POOL)
 
 
-def _table_meta(con, table: str, result) -> dict:
-    return {"dagster/row_count": dg.MetadataValue.int(summaries.table_rows(con, table)),
+def _table_meta(con, table: str, result, fractions: bool = False) -> dict:
+    """Row count, table name and the build's figures; with ``fractions``, the table's fraction summary too."""
+    meta = {"dagster/row_count": dg.MetadataValue.int(summaries.table_rows(con, table)),
             "table": f"consensus.{table}", **result.as_metadata()}
+    if fractions:
+        meta.update({k: v for k, v in checks.fraction_summary(con, table).items() if v is not None})
+    return meta
 
 
 @dg.asset(**_COMMON, deps=["zooniverse_classifications"], description=(
@@ -42,8 +46,7 @@ def volunteer_consensus(context: dg.AssetExecutionContext, duckdb: WarehouseReso
                         storage: StorageResource) -> dg.MaterializeResult:
     with duckdb.get_connection() as con:
         res = build_volunteer_consensus(con, log=context.log.info)
-        meta = _table_meta(con, "volunteer_consensus", res)
-        meta.update({k: v for k, v in checks.fraction_summary(con).items() if v is not None})
+        meta = _table_meta(con, "volunteer_consensus", res, fractions=True)
         meta["invalid_clicks_quarantined"] = sum(n for k, n in checks.quarantine_counts(con).items()
                                                  if k.startswith("click: "))
         meta["preview_most_selected"] = table_markdown(summaries.most_selected(con))
@@ -75,8 +78,7 @@ def talk_consensus(context: dg.AssetExecutionContext, duckdb: WarehouseResource)
 def subject_consensus(context: dg.AssetExecutionContext, duckdb: WarehouseResource) -> dg.MaterializeResult:
     with duckdb.get_connection() as con:
         res = build_subject_consensus(con, log=context.log.info)
-        meta = _table_meta(con, "subject_consensus", res)
-        meta.update({k: v for k, v in checks.fraction_summary(con, "subject_consensus").items() if v is not None})
+        meta = _table_meta(con, "subject_consensus", res, fractions=True)
         meta["subjects_never_shown"] = summaries.subjects_never_shown(con)
         meta["preview"] = table_markdown(summaries.subject_preview(con))
     return dg.MaterializeResult(metadata=meta)
