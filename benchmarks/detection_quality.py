@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     from ww_assets.images.sky import sky_noise
     from ww_assets.model import quality
     from ww_assets.model.checkpoints import load_wgan, save_wgan
-    from ww_assets.model.data import catalog_noise
+    from ww_assets.model.data import catalog_noise, fill_missing_noise
     from ww_assets.model.networks import WGANConfig, device_name, resolve_device
     from ww_assets.model.selection import PRETRAINED_DIR
     from ww_assets.model.training import train
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             workdir / f"sample-{args.size}-{args.seed}", size=size, seed=args.seed,
             subject_fraction=16.5 / n_images, thumbnails=False)  # images only: no volunteer side needed here
         images, catalog = read_sample(sample_dir)
-        noise = catalog_noise(catalog)
+        noise = fill_missing_noise(catalog_noise(catalog), images)  # estimated where the bands had too little sky
         truth = read_truth(sample_dir / "truth.csv")
         timings["sample_s"] = time.perf_counter() - t0
         print(f"sample {sample_dir}: {len(images)} images; labels "

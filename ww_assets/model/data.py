@@ -34,20 +34,25 @@ def load_noise(layout: StorageLayout, batches: list[str], arrays: list[np.ndarra
     """The sky noise of each training array (one per batch, as ``load_training_images`` returned them): from the
     catalogs, and estimated from the images themselves where the catalog has none."""
     import pandas as pd
+
+    return [fill_missing_noise(catalog_noise(pd.read_parquet(layout.catalog_file(batch))), arr)
+            for batch, arr in zip(batches, arrays)]
+
+
+def fill_missing_noise(noise: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """``noise`` with every row that is not finite (a cutout with too little sky to measure from its bands, or an
+    RGB-only one) estimated from the RGB image itself (``observation.estimate_sigma``)."""
     import torch
 
     from ww_assets.model.observation import estimate_sigma
 
-    out = []
-    for batch, arr in zip(batches, arrays):
-        noise = catalog_noise(pd.read_parquet(layout.catalog_file(batch)))
-        missing = np.flatnonzero(~np.isfinite(noise).all(1))
-        for start in range(0, len(missing), 1024):
-            rows = missing[start:start + 1024]
-            x = torch.from_numpy(np.asarray(arr[rows])).float() / 255
-            noise[rows] = estimate_sigma(x).numpy()
-        out.append(noise)
-    return out
+    noise = np.array(noise, dtype=np.float32, copy=True)
+    missing = np.flatnonzero(~np.isfinite(noise).all(1))
+    for start in range(0, len(missing), 1024):
+        rows = missing[start:start + 1024]
+        x = torch.from_numpy(np.asarray(images[rows])).float() / 255
+        noise[rows] = estimate_sigma(x).numpy()
+    return noise
 
 
 class TrainingDataError(ValueError):

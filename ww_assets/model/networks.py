@@ -60,9 +60,11 @@ class WGANConfig:
         upsample: "transposed" (the reference: transposed convolutions, kernel 5, stride 2; kernel sizes not
             divisible by the stride draw a checkerboard, Odena et al. 2016) or "resize" (nearest-neighbour x2,
             then a kernel-5 convolution: the same receptive field, no checkerboard).
-        output: "sigmoid" (the reference: the RGB image in [0, 1]) or "flux": a signed, asinh-stretched flux per
-            channel (``observation.stretched_to_flux``), linear output, no saturation: a noise-free sky is exactly
-            zero flux with a live gradient (a sigmoid must saturate to draw it, and then learns nothing).
+        output: "sigmoid" (the reference: the RGB image in [0, 1]) or "flux": a linear output, the noise-free image
+            on the Lupton scale but signed (``observation.lupton_to_flux`` gives its flux), no saturation: a
+            noise-free sky is exactly zero flux with a live gradient (a sigmoid must saturate to draw it, and then
+            learns nothing). Per-channel stretched fluxes train far slower: Lupton's colour-preserving mapping
+            couples the channels through their mean.
         observation: "none" (the reference: G draws the observed image, noise and all) or "lupton_noise" (needs
             output "flux"): G draws the noise-free sky and the critic sees it through the survey's noise and the
             Lupton mapping (``ww_assets.model.observation``); a reconstruction is then the expected observation
@@ -240,7 +242,7 @@ PRESETS: dict[str, WGANConfig] = {
     # Lupton cutouts (MODEL.md; BENCHMARKS.md "Why the wGAN did not learn"): resize upsampling (no checkerboard),
     # a flux output seen through the survey's noise and the Lupton mapping (the generator draws the noise-free
     # galaxy; a generator that must draw the noise too spends itself on it), an autoencoder warm start and a
-    # reconstruction term in the WGAN phase. Tens of minutes on one CPU core.
+    # reconstruction term in the WGAN phase. About 25 minutes on two CPU cores.
     "cpu": WGANConfig(
         name="cpu",
         base_channels=8,
@@ -250,13 +252,13 @@ PRESETS: dict[str, WGANConfig] = {
         observation="lupton_noise",
         noise_corr=0.4,
         batch_size=32,
-        generator_iterations=800,
+        generator_iterations=400,
         critic_steps=5,
         lr=1e-4,
         reconstruction_weight=1000.0,
-        autoencoder_iterations=2000,
+        autoencoder_iterations=600,
         autoencoder_lr=1e-3,
-        encoder_iterations=300,
+        encoder_iterations=200,
         encoder_batch_size=32,
         encoder_lr=1e-4,
         encoder_init_from_critic=False,
@@ -398,9 +400,9 @@ class WGAN(nn.Module):
         Lupton image)."""
         if self.config.output == "sigmoid":
             return g
-        from ww_assets.model.observation import lupton, stretched_to_flux
+        from ww_assets.model.observation import lupton, lupton_to_flux
 
-        return lupton(stretched_to_flux(g))
+        return lupton(lupton_to_flux(g))
 
     def expected(self, g: torch.Tensor, noise: torch.Tensor | None, exact: bool = False):
         """(E[x | g], Var[x | g] or None): what the model predicts an observation of its output ``g`` looks like.
@@ -412,7 +414,7 @@ class WGAN(nn.Module):
 
         if noise is None:
             raise ImageDataError("this model's observation model needs each image's sky noise (N, 3)")
-        flux = obs.stretched_to_flux(g.float())
+        flux = obs.lupton_to_flux(g.float())
         fn = obs.expected_and_variance_flux if exact else obs.fast_expected_and_variance_flux
         return fn(flux, noise.to(flux.device, flux.dtype))
 
@@ -422,7 +424,7 @@ class WGAN(nn.Module):
             return g
         from ww_assets.model import observation as obs
 
-        return obs.observe_flux(obs.stretched_to_flux(g.float()), noise.to(g.device, torch.float32),
+        return obs.observe_flux(obs.lupton_to_flux(g.float()), noise.to(g.device, torch.float32),
                                 self.config.noise_corr, generator=generator)
 
     def parts(self) -> dict[str, nn.Module]:

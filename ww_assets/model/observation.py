@@ -33,7 +33,7 @@ import torch
 
 from ww_assets.images.lupton import LUPTON_Q, LUPTON_STRETCH
 
-__all__ = ["lupton", "clean_to_flux", "stretched_to_flux", "observe", "observe_flux", "expected_and_variance",
+__all__ = ["lupton", "clean_to_flux", "lupton_to_flux", "observe", "observe_flux", "expected_and_variance",
            "expected_and_variance_flux", "fast_expected_and_variance", "fast_expected_and_variance_flux",
            "noise_variance", "noise_kernel", "estimate_sigma", "UINT8_STEP"]
 
@@ -73,13 +73,19 @@ def noise_kernel(rho1: float) -> torch.Tensor:
     return k / math.sqrt(1 + 4 * a * a)
 
 
-def stretched_to_flux(y: torch.Tensor) -> torch.Tensor:
-    """Flux from a signed, per-channel asinh-stretched value ``y`` (the ``flux`` output of the generator): linear
-    near zero (a sky of exactly zero flux is y = 0, with no dead zone) and logarithmic for bright cores, on the
-    scale of the Lupton mapping itself. Softly bounded (|y| < 1.2, i.e. a flux far above any Lupton value's white
-    point) so that a wild generator output cannot overflow the exponential."""
-    bounded = 1.2 * torch.tanh(y / 1.2)
-    return torch.sinh(bounded / SLOPE) / SOFTEN
+def lupton_to_flux(c: torch.Tensor) -> torch.Tensor:
+    """Flux from a signed noise-free Lupton image ``c`` (the ``flux`` output of the generator): the exact inverse of
+    ``lupton`` where the image is positive and below saturation, extended smoothly to signed values (an even
+    softening factor), so that a sky of exactly zero flux is c = 0 with a live gradient. The generator learns ``c``
+    on the image's own scale (its gradient is the image's, about one-to-one), not per-channel fluxes that Lupton's
+    colour-preserving mapping couples through their mean. Bounded (|c| <= 1.2, beyond any unsaturated value) so that
+    a wild output cannot overflow the exponential."""
+    bounded = c.clamp(-1.2, 1.2)
+    intensity = torch.sinh(bounded.mean(1, keepdim=True) / SLOPE) / SOFTEN
+    a = intensity.abs().clamp_min(1e-12)
+    fac = torch.where(intensity.abs() > 1e-6, torch.asinh(a * SOFTEN) * SLOPE / a,
+                      torch.full_like(intensity, SOFTEN * SLOPE))
+    return bounded / fac
 
 
 def observe_flux(flux: torch.Tensor, sigma: torch.Tensor, rho1: float = 0.0,
@@ -185,7 +191,11 @@ def fast_expected_and_variance_flux(flux: torch.Tensor, sigma: torch.Tensor, ste
                                     clean: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``expected_and_variance_flux`` by interpolation: per image, the exact integral at ``steps`` grey
     intensities; each pixel takes the bias E - lupton(flux) and the variance of the grey pixel of its intensity.
-    Signed fluxes are fine: a pixel below zero intensity takes the sky's values."""
+    Signed fluxes are fine: a pixel below zero intensity takes the sky's values.
+
+    For inference (scoring, figures). Not for training: a generator trained through this interpolation's gradient
+    stalls before it has learned even the mean image (measured; the exact integral's gradient trains it in a
+    hundred steps), so training uses ``expected_and_variance_flux``."""
     c = lupton(flux) if clean is None else clean
     n, ch, h, w = c.shape
     ladder = _grey_ladder(steps, c.device, c.dtype)

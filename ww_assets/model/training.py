@@ -349,7 +349,7 @@ def _warm_start(model: WGAN, sampler: ImageSampler, config: WGANConfig, device, 
         x = sampler.next(bs)
         with amp:
             rec = G_fwd(E_fwd(x))
-        predicted, _ = model.expected(rec.float(), sampler.last_noise())
+        predicted, _ = model.expected(rec.float(), sampler.last_noise(), exact=True)
         loss = F.mse_loss(predicted, x.float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -403,7 +403,7 @@ def train_gan(images, config: WGANConfig | None = None, device=None, progress: P
     def reconstruction_loss(x, noise):
         with amp:
             rec = G_fwd(E_fwd(x))
-        predicted, _ = model.expected(rec.float(), noise)
+        predicted, _ = model.expected(rec.float(), noise, exact=True)
         return F.mse_loss(predicted, x)
 
     for it in range(n_iter):
@@ -507,7 +507,7 @@ def train_encoder(images, model: WGAN, config: WGANConfig | None = None, device=
             with amp:
                 rec = G_fwd(E_fwd(x))
             rec = rec.float()
-            predicted, _ = model.expected(rec, noise)
+            predicted, _ = model.expected(rec, noise, exact=True)
             seen = model.observed(rec, noise)
             with amp:
                 both = D.features(torch.cat([x, seen])).float()
