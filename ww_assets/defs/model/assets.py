@@ -107,9 +107,14 @@ def wgan(context: dg.AssetExecutionContext, config: WGANAssetConfig, storage: St
         metadata["final_losses"] = dg.MetadataValue.json(card["final_losses"])
     else:
         metadata["checkpoint"] = card["checkpoint"]
-        held_out = (card.get("original_card") or {}).get("held_out_demo_sample")
+        original = card.get("original_card") or {}
+        held_out = original.get("held_out_demo_sample")
         if held_out:
             metadata["pretrained_held_out_auroc"] = dg.MetadataValue.json(held_out.get("auroc"))
+        gates = original.get("gates") or {}
+        if gates:  # the gates the checkpoint's maker measured on its own held-out images
+            metadata["checkpoint_card/structure_explained"] = float(gates["structure_explained"]["value"])
+            metadata["checkpoint_card/realism_auroc"] = float(gates["realism"]["auroc"])
     for name in figures:
         metadata[name.removesuffix(".png")] = png_markdown(layout.model_dir / name, alt=name)
     return dg.MaterializeResult(metadata=metadata, check_results=_checks(quality))
