@@ -219,7 +219,8 @@ def plot(table: pd.DataFrame, columns: list[str], path: Path, title: str) -> Pat
     ax.set_yticks(np.arange(len(targets)), [f"{t} (n = {k})" for t, k in zip(targets, n)], fontsize=8)
     ax.invert_yaxis()
     ax.axvline(0.5, color="grey", ls=":", lw=1)
-    ax.set_xlim(0.3, 1.0)
+    low = float(np.nanmin(table["lo"])) if table["lo"].notna().any() else 0.3
+    ax.set_xlim(min(0.3, np.floor(low * 20) / 20), 1.02)   # every interval inside, a point at 1.0 whole
     ax.set_xlabel(f"AUROC (bars: {CONFIDENCE:.0%} bootstrap interval; novel kinds: paired, vs the untouched twin)")
     ax.set_title(title, fontsize=10)
     fig.legend(loc="outside right center", fontsize=8, title="score")
