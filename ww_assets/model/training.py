@@ -329,15 +329,21 @@ def _as_sampler(images, config: WGANConfig, device: torch.device, cl: bool, seed
                         noise=noise if config.observation != "none" else None, holdout=holdout)
 
 
-
-
-
 # -------------------------------------------------------------------------------------------------------
 # WGAN-GP
 # -------------------------------------------------------------------------------------------------------
+def _reconstruction_loss(model: WGAN, G_fwd, E_fwd, amp, x: torch.Tensor, noise) -> torch.Tensor:
+    """MSE(x, E[x | G(E(x))]), through the exact expected observation (the interpolated one's gradient stalls
+    training: ``observation.fast_expected_and_variance_flux``)."""
+    with amp:
+        rec = G_fwd(E_fwd(x))
+    predicted, _ = model.expected(rec.float(), noise, exact=True)
+    return F.mse_loss(predicted, x.float())
+
+
 def _warm_start(model: WGAN, sampler: ImageSampler, config: WGANConfig, device, amp, G_fwd, E_fwd,
                 progress, progress_every_s) -> torch.Tensor:
-    """G and E trained as an autoencoder on MSE(x, E[x | G(E(x))]) (``config.autoencoder_iterations``)."""
+    """G and E trained as an autoencoder on ``_reconstruction_loss`` (``config.autoencoder_iterations``)."""
     n_iter, bs = config.autoencoder_iterations, config.batch_size
     opt = torch.optim.Adam([*model.generator.parameters(), *model.encoder.parameters()],
                            lr=config.autoencoder_lr, betas=(0.9, 0.99))
@@ -346,11 +352,7 @@ def _warm_start(model: WGAN, sampler: ImageSampler, config: WGANConfig, device, 
     losses = torch.zeros(n_iter, device=device)
     reporter = _Reporter("autoencoder", n_iter, bs, progress, progress_every_s)
     for it in range(n_iter):
-        x = sampler.next(bs)
-        with amp:
-            rec = G_fwd(E_fwd(x))
-        predicted, _ = model.expected(rec.float(), sampler.last_noise(), exact=True)
-        loss = F.mse_loss(predicted, x.float())
+        loss = _reconstruction_loss(model, G_fwd, E_fwd, amp, sampler.next(bs), sampler.last_noise())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -359,6 +361,34 @@ def _warm_start(model: WGAN, sampler: ImageSampler, config: WGANConfig, device, 
         if reporter.due(it + 1):
             reporter.report(it + 1, {"autoencoder_loss": float(losses[it])})
     return losses
+
+
+def _critic_step(model: WGAN, G_fwd, opt_d, real: torch.Tensor, noise, z: torch.Tensor, config: WGANConfig,
+                 gen_rng: torch.Generator, amp, cl: bool) -> torch.Tensor:
+    """One WGAN-GP critic update on a real batch against G(z). Returns (critic loss, Wasserstein estimate,
+    gradient penalty), detached."""
+    D, bs, device = model.critic, len(real), real.device
+    with torch.no_grad(), amp:
+        fake = G_fwd(z)
+    # observed with the noise of other real images of the batch (a permutation: the same distribution)
+    fake = model.observed(fake.float(), None if noise is None else noise[torch.randperm(
+        bs, generator=gen_rng, device=device)])
+    if cl:
+        fake = fake.contiguous(memory_format=torch.channels_last)
+    m = config.gp_samples or bs
+    alpha = torch.rand(m, 1, 1, 1, generator=gen_rng, device=device)
+    x_hat = (alpha * real[:m] + (1 - alpha) * fake[:m]).requires_grad_(True)
+    with amp:
+        scores = D(torch.cat([real, fake])).float()
+        d_hat = D(x_hat).float()
+    (grad,) = torch.autograd.grad(d_hat.sum(), x_hat, create_graph=True)
+    gp = ((grad.float().flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+    w_dist = scores[:bs].mean() - scores[bs:].mean()
+    loss_d = -w_dist + config.gp_weight * gp
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    return torch.stack([loss_d.detach(), w_dist.detach(), gp.detach()])
 
 
 def train_gan(images, config: WGANConfig | None = None, device=None, progress: ProgressFn | None = None,
@@ -400,12 +430,6 @@ def train_gan(images, config: WGANConfig | None = None, device=None, progress: P
     def sample_z(n):
         return model.sample_latent(n, generator=gen_rng)
 
-    def reconstruction_loss(x, noise):
-        with amp:
-            rec = G_fwd(E_fwd(x))
-        predicted, _ = model.expected(rec.float(), noise, exact=True)
-        return F.mse_loss(predicted, x)
-
     for it in range(n_iter):
         # --- critic ---------------------------------------------------------------------------------
         _set_requires_grad(D, True)
@@ -413,27 +437,7 @@ def train_gan(images, config: WGANConfig | None = None, device=None, progress: P
         for _ in range(config.critic_steps):
             real = sampler.next(bs)
             noise = sampler.last_noise()
-            with torch.no_grad(), amp:
-                fake = G_fwd(sample_z(bs))
-            # observed with the noise of other real images of the batch (a permutation: the same distribution)
-            fake = model.observed(fake.float(), None if noise is None else noise[torch.randperm(
-                bs, generator=gen_rng, device=device)])
-            if cl:
-                fake = fake.contiguous(memory_format=torch.channels_last)
-            m = config.gp_samples or bs
-            alpha = torch.rand(m, 1, 1, 1, generator=gen_rng, device=device)
-            x_hat = (alpha * real[:m] + (1 - alpha) * fake[:m]).requires_grad_(True)
-            with amp:
-                scores = D(torch.cat([real, fake])).float()
-                d_hat = D(x_hat).float()
-            (grad,) = torch.autograd.grad(d_hat.sum(), x_hat, create_graph=True)
-            gp = ((grad.float().flatten(1).norm(2, dim=1) - 1) ** 2).mean()
-            w_dist = scores[:bs].mean() - scores[bs:].mean()
-            loss_d = -w_dist + config.gp_weight * gp
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            acc += torch.stack([loss_d.detach(), w_dist.detach(), gp.detach()])
+            acc += _critic_step(model, G_fwd, opt_d, real, noise, sample_z(bs), config, gen_rng, amp, cl)
         acc /= config.critic_steps
         # --- generator ------------------------------------------------------------------------------
         _set_requires_grad(D, False)
@@ -441,7 +445,7 @@ def train_gan(images, config: WGANConfig | None = None, device=None, progress: P
             loss_g = -D(model.observed(G_fwd(sample_z(bs)).float(), sampler.last_noise())).float().mean()
         loss = loss_g
         if rec_w > 0:  # the last critic step's real batch, reconstructed
-            rec_loss = reconstruction_loss(real.float(), noise)
+            rec_loss = _reconstruction_loss(model, G_fwd, E_fwd, amp, real.float(), noise)
             loss = loss_g + rec_w * rec_loss
             hist["reconstruction_loss"][it] = rec_loss.detach()
             opt_e.zero_grad(set_to_none=True)
