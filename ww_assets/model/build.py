@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ww_assets.model.checkpoints import load_wgan, read_card
-from ww_assets.model.data import file_fingerprint, load_noise, load_training_images
+from ww_assets.model.data import file_fingerprint, gather, load_noise, load_training_images, spread_picks
 from ww_assets.model.networks import WGAN, WGANConfig, device_name
 from ww_assets.model.selection import PRETRAINED_DIR, choose_checkpoint, resolve_preset
 from ww_assets.model.training import TrainProgress, train
@@ -53,14 +53,11 @@ def validation_split(n: int) -> np.ndarray:
     if n < 200:
         return np.zeros(0, dtype=np.int64)
     k = min(MAX_VALIDATION, max(16, n // 20))
-    return np.unique(np.linspace(0, n - 1, k).astype(np.int64))
+    return spread_picks(n, k)
 
 
 def _gather(arrays: list[np.ndarray], noise: list[np.ndarray], picks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    offsets = np.cumsum([0] + [len(a) for a in arrays])
-    which = np.searchsorted(offsets, picks, side="right") - 1
-    images = np.stack([np.asarray(arrays[w][i - offsets[w]]) for w, i in zip(which, picks)])
-    return images, np.stack([noise[w][i - offsets[w]] for w, i in zip(which, picks)]).astype(np.float32)
+    return gather(arrays, picks), gather(noise, picks).astype(np.float32)
 
 
 def _load(checkpoint: str, layout: StorageLayout, device, batches, why: str, log) -> ModelBuild:
@@ -71,8 +68,7 @@ def _load(checkpoint: str, layout: StorageLayout, device, batches, why: str, log
         arrays, used, _ = load_training_images(layout, batches, model.config.image_size, model.config.channels)
         total = sum(len(a) for a in arrays)
         validation, validation_noise = _gather(arrays, load_noise(layout, used, arrays),
-                                               np.unique(np.linspace(0, total - 1, min(MAX_VALIDATION, total))
-                                                         .astype(np.int64)))
+                                               spread_picks(total, MAX_VALIDATION))
     except Exception as exc:  # figures and checks only: a published release needs no images to load
         log(f"no images to judge the loaded model on ({exc})")
     card = {"source": "checkpoint", "checkpoint": str(Path(checkpoint).expanduser().resolve()),
@@ -103,8 +99,7 @@ def _train(preset: str, overrides: dict, layout: StorageLayout, device, batches,
     log(f"{len(holdout)} images held out of training to judge the model")
     result = train(arrays, cfg, device=device, progress=progress, progress_every_s=progress_every_s, sources=paths,
                    noise=noise if cfg.observation != "none" else None, holdout=holdout)
-    picks = holdout if len(holdout) else np.unique(np.linspace(0, n_images - 1, min(MAX_VALIDATION, n_images))
-                                                   .astype(np.int64))
+    picks = holdout if len(holdout) else spread_picks(n_images, MAX_VALIDATION)
     validation, validation_noise = _gather(arrays, noise, picks)
     card = {"source": "trained", "preset": preset,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **result.card(),
@@ -157,7 +152,7 @@ def model_figures(build: ModelBuild, folder: Path, n_show: int = 8) -> dict[str,
                                        ("G(z) as observed", seen[:8])], folder / "generated.png",
                                       "Random draws of the generator, z ~ prior")
     if build.has_images:
-        picks = np.linspace(0, len(build.validation) - 1, min(n_show, len(build.validation))).astype(int)
+        picks = spread_picks(len(build.validation), n_show)
         real = build.validation[picks]
         _, rgb, resid = reconstructions(wgan, real, build.validation_noise[picks])
         out["reconstructions.png"] = image_rows(

@@ -16,7 +16,8 @@ from ww_assets.model.networks import ImageDataError, check_images
 from ww_assets.storage import CUTOUTS_FILE, StorageLayout
 
 __all__ = ["TrainingDataError", "available_batches", "load_training_images", "images_are_the_sample",
-           "file_fingerprint", "sample_images", "catalog_noise", "load_noise"]
+           "file_fingerprint", "spread_picks", "gather", "catalog_noise", "load_noise",
+           "fill_missing_noise"]
 
 #: the catalog's sky-noise columns in the images' channel order (red = i, green = r, blue = g)
 NOISE_COLUMNS = ("sky_sigma_i", "sky_sigma_r", "sky_sigma_g")
@@ -104,10 +105,13 @@ def load_training_images(layout: StorageLayout, batches: list[str] | None = None
     return arrays, used, paths
 
 
-def sample_images(arrays: list[np.ndarray], n: int) -> np.ndarray:
-    """Up to ``n`` images spread evenly over the concatenation of ``arrays`` (for figures and checks)."""
-    total = sum(len(a) for a in arrays)
-    picks = np.linspace(0, total - 1, num=min(n, total)).astype(int)
+def spread_picks(total: int, n: int) -> np.ndarray:
+    """Up to ``n`` indices spread evenly over ``total`` images (for figures and checks)."""
+    return np.linspace(0, total - 1, num=min(n, total)).astype(np.int64)
+
+
+def gather(arrays: list[np.ndarray], picks: np.ndarray) -> np.ndarray:
+    """The rows ``picks`` (indices into the concatenation of ``arrays``), without concatenating the arrays."""
     offsets = np.cumsum([0] + [len(a) for a in arrays])
     which = np.searchsorted(offsets, picks, side="right") - 1
     return np.stack([np.asarray(arrays[w][i - offsets[w]]) for w, i in zip(which, picks)])

@@ -89,7 +89,7 @@ def realism_auroc(real, generated, seed: int = 0) -> float:
 def reconstructions(wgan, images_u8, noise, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(expected observations float (N, 3, H, W), noise-free RGB reconstructions uint8, residual maps in noise units
     summed over channels (N, H, W)) of a wGAN's single encoder pass."""
-    from ww_assets.model.observation import noise_variance
+    from ww_assets.scores.residuals import noise_units
 
     dev = wgan.device
     means, rgbs, maps = [], [], []
@@ -99,7 +99,7 @@ def reconstructions(wgan, images_u8, noise, batch_size: int = 256) -> tuple[np.n
         g = wgan.generator(wgan.encoder(x))
         mean, var = wgan.expected(g, s, exact=True)
         var = noise_variance(x, s) if var is None else var
-        u = (x - mean) / (var + 1e-6).sqrt()
+        u = noise_units(x, mean, var)
         means.append(mean.cpu())
         rgbs.append((wgan.rgb(g).clamp(0, 1) * 255).round().to(torch.uint8).cpu())
         maps.append((u.sum(1) / np.sqrt(3)).cpu())
