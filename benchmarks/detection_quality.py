@@ -98,16 +98,12 @@ def baselines(images: np.ndarray, extra: np.ndarray | None = None, seed: int = 0
 
 def read_sample(sample_dir: Path) -> tuple[np.ndarray, pd.DataFrame]:
     """(RGB uint8 images, catalog with sky noise and the folder each image came from)."""
-    from ww_assets.images import cutouts
+    from ww_assets.images.cutouts import read_batch_folders
 
-    images, catalogs = [], []
-    for folder in sorted(p for p in (sample_dir / "cutouts").iterdir() if p.is_dir()):
-        batch = cutouts.read_cutout_folder(folder, folder.name)
-        if len(batch.quarantine):
-            print(f"  {folder.name}: {len(batch.quarantine)} quarantined: {batch.reason_counts()}")
-        images.append(batch.images)
-        catalogs.append(batch.catalog.assign(folder=str(folder)))
-    return np.concatenate(images), pd.concat(catalogs, ignore_index=True)
+    images, catalog, quarantined = read_batch_folders(sample_dir / "cutouts")
+    for batch, reasons in quarantined.items():
+        print(f"  {batch}: quarantined {reasons}")
+    return images, catalog
 
 
 def band_fluxes(catalog: pd.DataFrame, rows: np.ndarray) -> np.ndarray:

@@ -175,6 +175,20 @@ def read_cutout_folder(folder: str | Path, batch: str | None = None, size: int =
     return result
 
 
+def read_batch_folders(root: str | Path, size: int = IMAGE_SIZE) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    """Every batch folder under ``root`` (e.g. a simulated sample's ``cutouts/``), in name order, read with
+    ``read_cutout_folder``: (images, their catalogs concatenated with a ``folder`` column, {batch: quarantine
+    reason counts} for the batches that quarantined anything)."""
+    images, catalogs, quarantined = [], [], {}
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        batch = read_cutout_folder(folder, folder.name, size)
+        images.append(batch.images)
+        catalogs.append(batch.catalog.assign(folder=str(folder)))
+        if len(batch.quarantine):
+            quarantined[folder.name] = batch.reason_counts()
+    return np.concatenate(images), pd.concat(catalogs, ignore_index=True), quarantined
+
+
 def empty_batch(batch: str, size: int = IMAGE_SIZE) -> CutoutBatch:
     """A batch with no images (e.g. a published-release batch: scores only), with correctly typed empty tables."""
     return BatchCollector(size, {}).result(batch)

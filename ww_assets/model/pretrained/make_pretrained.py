@@ -35,18 +35,10 @@ HERE = Path(__file__).resolve().parent
 
 def read_sample(sample_dir: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(uint8 RGB images, (N, 3) sky noise in channel order i, r, g, image ids) of a built sample."""
-    import pandas as pd
-
-    from ww_assets.images.cutouts import read_cutout_folder
+    from ww_assets.images.cutouts import read_batch_folders
     from ww_assets.model.data import catalog_noise, fill_missing_noise
 
-    images, catalogs = [], []
-    for batch in sorted(p for p in (sample_dir / "cutouts").iterdir() if p.is_dir()):
-        res = read_cutout_folder(batch, batch.name)
-        images.append(res.images)
-        catalogs.append(res.catalog)
-    catalog = pd.concat(catalogs, ignore_index=True)
-    images = np.concatenate(images)
+    images, catalog, _ = read_batch_folders(sample_dir / "cutouts")
     return images, fill_missing_noise(catalog_noise(catalog), images), list(catalog["image_id"].astype(str))
 
 
