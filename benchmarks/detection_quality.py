@@ -246,6 +246,112 @@ def _verdict(table: pd.DataFrame, default: str) -> tuple[bool, list[str]]:
     return ok, lines
 
 
+def obtain_model(args, images: np.ndarray, noise: np.ndarray, device, workdir: Path):
+    """The model to judge: ``--train PRESET`` on these images (kept in the work folder), ``--model`` or the shipped
+    one; in eval mode. Returns (model, its folder)."""
+    from ww_assets.model.checkpoints import load_wgan, save_wgan
+    from ww_assets.model.networks import WGANConfig
+    from ww_assets.model.selection import PRETRAINED_DIR
+    from ww_assets.model.training import train
+
+    if args.train:
+        model_dir = workdir / f"model-{args.train}-{args.size}-{args.seed}"
+        if (model_dir / "card.json").exists():
+            return load_wgan(model_dir, device=device).eval(), model_dir
+        print(f"model: training preset {args.train!r} on all {len(images)} images, unsupervised ...")
+        result = train(images, WGANConfig.preset(args.train), device=device, noise=noise,
+                       progress=lambda info: print(f"  {info}") if info.step % 250 == 0 else None)
+        save_wgan(result.wgan, model_dir, card=result.card())
+        return result.wgan.eval(), model_dir
+    model_dir = Path(args.model) if args.model else PRETRAINED_DIR
+    return load_wgan(model_dir, device=device).eval(), model_dir
+
+
+def gates(wgan, images: np.ndarray, noise: np.ndarray, normal_idx: np.ndarray, rng) -> dict:
+    """Structure explained and realism on up to 1,000 of the normal images."""
+    from ww_assets.model import quality
+
+    gate_idx = rng.choice(normal_idx, size=min(1000, len(normal_idx)), replace=False)
+    gate_idx.sort()
+    se = quality.model_structure_explained(wgan, images[gate_idx], noise[gate_idx])
+    realism = quality.model_realism(wgan, images[gate_idx], noise[gate_idx], n=len(gate_idx))
+    print(f"gates on {len(gate_idx)} normal images: structure explained {se.value:.3f} (gate >= "
+          f"{quality.STRUCTURE_GATE}), realism AUROC {realism:.3f} (gate <= {quality.REALISM_GATE})")
+    return {"structure_explained": se.as_dict(), "realism_auroc": realism}
+
+
+def novel_pairs(catalog: pd.DataFrame, normal_idx: np.ndarray, n_per_kind: int, rng, image_shape
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(changed RGB, twin RGB, their sky noise (channel order i, r, g), kind of each pair): ``n_per_kind`` pairs
+    of each novel kind, injected into normal galaxies of the sample in flux space."""
+    from ww_assets.images.lupton import lupton_rgb
+    from ww_assets.images.sky import sky_noise
+    from ww_assets.simulation.novel import make_pairs
+
+    if not n_per_kind:
+        empty = np.empty((0, *image_shape), np.uint8)
+        return empty, empty, np.empty((0, 3), np.float32), []
+    pick = np.sort(rng.choice(normal_idx, size=min(len(normal_idx), n_per_kind * 8), replace=False))
+    twins, changed, kinds, _ = make_pairs(band_fluxes(catalog, pick), n_per_kind, seed=1)
+    pair_noise = sky_noise(twins)[:, [2, 1, 0]].astype(np.float32)  # g, r, i -> channel order i, r, g
+    return lupton_rgb(changed, "gri"), lupton_rgb(twins, "gri"), pair_noise, kinds
+
+
+def score_models(wgan, formulas: list[str], images, noise, pairs, device
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """({score name: anomaly score of every image}, the same of the changed and of the twin pair images), for
+    each formula (the default one named so)."""
+    import torch
+
+    from ww_assets.scores.anomaly import ScoreConfig, score_images
+
+    changed_rgb, twin_rgb, pair_noise, kinds = pairs
+    scores, changed, twin = {}, {}, {}
+    for formula in formulas:
+        cfg = ScoreConfig(formula=formula, batch_size=256 if device.type == "cpu" else 1024)
+        name = f"{formula}" + (" (default)" if formula == ScoreConfig().formula else "")
+        with torch.inference_mode():
+            scores[name] = score_images(wgan, images, cfg, device=device, noise=noise).anomaly_score
+            if len(kinds):
+                changed[name] = score_images(wgan, changed_rgb, cfg, device=device, noise=pair_noise).anomaly_score
+                twin[name] = score_images(wgan, twin_rgb, cfg, device=device, noise=pair_noise).anomaly_score
+    return scores, changed, twin
+
+
+def score_baselines(images, pairs, scores: dict, changed: dict, twin: dict) -> None:
+    """Add the baselines' scores of the images and of the pair images to the three dicts of ``score_models``."""
+    changed_rgb, twin_rgb, _, kinds = pairs
+    base, base_pairs = baselines(images, np.concatenate([changed_rgb, twin_rgb]) if len(kinds) else None)
+    for key, values in base.items():
+        scores[key] = values
+        if len(kinds):
+            changed[key], twin[key] = np.split(base_pairs[key], 2)
+
+
+def report(table: pd.DataFrame, columns: list[str]) -> bool:
+    """Print the AUROC and average-precision tables and the verdict on the targets; returns whether all are met."""
+    default = next((c for c in columns if c.endswith("(default)")), columns[0])
+    show = table.assign(auroc=lambda d: d.apply(lambda r: f"{r['auroc']:.3f} [{r['lo']:.2f}, {r['hi']:.2f}]",
+                                                axis=1))
+    wide = show.pivot(index="target", columns="score", values="auroc").reindex(
+        list(dict.fromkeys(table["target"])))[columns]
+    n = table.drop_duplicates("target").set_index("target")["n_pos"]
+    print(f"\nAUROC [{CONFIDENCE:.0%} bootstrap interval]; injected classes against the normal images, novel kinds "
+          "paired with their untouched twins")
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        print(wide.assign(n=n.reindex(wide.index)).to_string())
+        if "average_precision" in table:
+            ap = table.dropna(subset=["average_precision"]).pivot(index="target", columns="score",
+                                                                  values="average_precision")
+            print("\naverage precision (injected classes)")
+            print(ap.reindex([t for t in wide.index if t in ap.index])[columns].round(3).to_string())
+    ok, lines = _verdict(table, default)
+    print(f"\ntargets for the default score ({default}):")
+    print("\n".join(lines))
+    print(f"overall: {'MET' if ok else 'NOT MET'}")
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", default="medium", help="sample size: tiny, small, medium (default), large, or an int")
@@ -262,19 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
 
-    import torch
-
-    from ww_assets.images.lupton import lupton_rgb
-    from ww_assets.images.sky import sky_noise
-    from ww_assets.model import quality
-    from ww_assets.model.checkpoints import load_wgan, save_wgan
     from ww_assets.model.data import catalog_noise, fill_missing_noise
-    from ww_assets.model.networks import WGANConfig, device_name, resolve_device
-    from ww_assets.model.selection import PRETRAINED_DIR
-    from ww_assets.model.training import train
-    from ww_assets.scores.anomaly import ScoreConfig, score_images
+    from ww_assets.model.networks import device_name, resolve_device
     from ww_assets.scores.evaluation import read_truth
-    from ww_assets.simulation.novel import make_pairs
     from ww_assets.simulation.sample import SAMPLE_SIZES, ensure_sample
 
     size = int(args.size) if args.size.isdigit() else args.size
@@ -300,113 +396,43 @@ def main(argv: list[str] | None = None) -> int:
               f"{truth.groupby('label').size().to_dict()}")
 
         t0 = time.perf_counter()
-        if args.train:
-            model_dir = workdir / f"model-{args.train}-{args.size}-{args.seed}"
-            if (model_dir / "card.json").exists():
-                wgan = load_wgan(model_dir, device=device)
-            else:
-                print(f"model: training preset {args.train!r} on all {len(images)} images, unsupervised ...")
-                result = train(images, WGANConfig.preset(args.train), device=device, noise=noise,
-                               progress=lambda info: print(f"  {info}") if info.step % 250 == 0 else None)
-                wgan = result.wgan
-                save_wgan(wgan, model_dir, card=result.card())
-        else:
-            model_dir = Path(args.model) if args.model else PRETRAINED_DIR
-            wgan = load_wgan(model_dir, device=device)
-        wgan.eval()
+        wgan, model_dir = obtain_model(args, images, noise, device, workdir)
         timings["model_s"] = time.perf_counter() - t0
         print(f"model: {model_dir} ({wgan.config.name}, base_channels {wgan.config.base_channels}, output "
               f"{wgan.config.output}, observation {wgan.config.observation})")
 
-        # --- gates, on normal images --------------------------------------------------------------------------
         t0 = time.perf_counter()
         ids = catalog["image_id"].astype(str).to_numpy()
         labels = truth.set_index("image_id")["label"]
-        is_normal = (pd.Series(ids).map(labels).fillna("normal") == "normal").to_numpy()
-        normal_idx = np.flatnonzero(is_normal)
-        gate_idx = rng.choice(normal_idx, size=min(1000, len(normal_idx)), replace=False)
-        gate_idx.sort()
-        se = quality.model_structure_explained(wgan, images[gate_idx], noise[gate_idx])
-        realism = quality.model_realism(wgan, images[gate_idx], noise[gate_idx], n=len(gate_idx))
+        normal_idx = np.flatnonzero((pd.Series(ids).map(labels).fillna("normal") == "normal").to_numpy())
+        measured = gates(wgan, images, noise, normal_idx, rng)
         timings["gates_s"] = time.perf_counter() - t0
-        gates = {"structure_explained": se.as_dict(), "realism_auroc": realism}
-        print(f"gates on {len(gate_idx)} normal images: structure explained {se.value:.3f} (gate >= "
-              f"{quality.STRUCTURE_GATE}), realism AUROC {realism:.3f} (gate <= {quality.REALISM_GATE})")
 
-        # --- novel pairs ----------------------------------------------------------------------------------------
-        twin_rgb = changed_rgb = np.empty((0, *images.shape[1:]), np.uint8)
-        pair_noise = np.empty((0, 3), np.float32)
-        kinds: list[str] = []
-        if args.pairs:
-            pick = np.sort(rng.choice(normal_idx, size=min(len(normal_idx), args.pairs * 8), replace=False))
-            twins, changed, kinds, _ = make_pairs(band_fluxes(catalog, pick), args.pairs, seed=1)
-            twin_rgb, changed_rgb = lupton_rgb(twins, "gri"), lupton_rgb(changed, "gri")
-            pair_noise = sky_noise(twins)[:, [2, 1, 0]].astype(np.float32)  # g, r, i -> channel order i, r, g
-
-        # --- scores ---------------------------------------------------------------------------------------------
-        columns: list[str] = []
-        frame = pd.DataFrame({"image_id": ids})
-        pairs_changed: dict[str, np.ndarray] = {}
-        pairs_twin: dict[str, np.ndarray] = {}
+        pairs = novel_pairs(catalog, normal_idx, args.pairs, rng, images.shape[1:])
         t0 = time.perf_counter()
-        for formula in formulas:
-            cfg = ScoreConfig(formula=formula, batch_size=256 if device.type == "cpu" else 1024)
-            name = f"{formula}" + (" (default)" if formula == ScoreConfig().formula else "")
-            with torch.inference_mode():
-                scored = score_images(wgan, images, cfg, device=device, noise=noise)
-                frame[name] = scored.anomaly_score
-                if len(kinds):
-                    pairs_changed[name] = score_images(wgan, changed_rgb, cfg, device=device,
-                                                       noise=pair_noise).anomaly_score
-                    pairs_twin[name] = score_images(wgan, twin_rgb, cfg, device=device,
-                                                    noise=pair_noise).anomaly_score
-            columns.append(name)
+        scores, changed, twin = score_models(wgan, formulas, images, noise, pairs, device)
         timings["score_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        base, base_pairs = baselines(images, np.concatenate([changed_rgb, twin_rgb]) if len(kinds) else None)
-        for key, values in base.items():
-            frame[key] = values
-            if len(kinds):
-                pairs_changed[key], pairs_twin[key] = np.split(base_pairs[key], 2)
-        columns += list(BASELINES)
+        score_baselines(images, pairs, scores, changed, twin)
         timings["baselines_s"] = time.perf_counter() - t0
-
-        table = class_table(frame, truth, columns, rng, args.bootstrap)
-        if len(kinds):
-            table = pd.concat([table, novel_table(pairs_changed, pairs_twin, kinds, rng, args.bootstrap)],
-                              ignore_index=True)
+        columns = list(scores)
+        table = class_table(pd.DataFrame({"image_id": ids, **scores}), truth, columns, rng, args.bootstrap)
+        if len(pairs[3]):
+            table = pd.concat([table, novel_table(changed, twin, pairs[3], rng, args.bootstrap)], ignore_index=True)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    default = next(c for c in columns if c.endswith("(default)")) if any(
-        c.endswith("(default)") for c in columns) else columns[0]
-    show = table.assign(auroc=lambda d: d.apply(lambda r: f"{r['auroc']:.3f} [{r['lo']:.2f}, {r['hi']:.2f}]",
-                                                axis=1))
-    wide = show.pivot(index="target", columns="score", values="auroc").reindex(
-        list(dict.fromkeys(table["target"])))[columns]
-    n = table.drop_duplicates("target").set_index("target")["n_pos"]
-    print(f"\nAUROC [{CONFIDENCE:.0%} bootstrap interval]; injected classes against the normal images, novel kinds "
-          "paired with their untouched twins")
-    with pd.option_context("display.width", 250, "display.max_columns", 20):
-        print(wide.assign(n=n.reindex(wide.index)).to_string())
-        if "average_precision" in table:
-            ap = table.dropna(subset=["average_precision"]).pivot(index="target", columns="score",
-                                                                  values="average_precision")
-            print("\naverage precision (injected classes)")
-            print(ap.reindex([t for t in wide.index if t in ap.index])[columns].round(3).to_string())
-    ok, lines = _verdict(table, default)
-    print(f"\ntargets for the default score ({default}):")
-    print("\n".join(lines))
-    print(f"overall: {'MET' if ok else 'NOT MET'}")
+    ok = report(table, columns)
     print("timings (s):", {k: round(v, 1) for k, v in timings.items()},
           "| load average after:", [round(x, 2) for x in os.getloadavg()])
     if args.plot:
         plot(table, columns, Path(args.plot), f"Detection on sample {args.size} seed {args.seed}: model "
-             f"{wgan.config.name}; SE {se.value:.2f}, realism {realism:.2f}")
+             f"{wgan.config.name}; SE {measured['structure_explained']['value']:.2f}, realism "
+             f"{measured['realism_auroc']:.2f}")
         print(f"figure: {args.plot}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "timings": timings, "gates": gates,
+        Path(args.json).write_text(json.dumps({"machine": machine, "timings": timings, "gates": measured,
                                                "target_met": bool(ok), "table": table.to_dict(orient="records")},
                                               indent=2, default=float))
     return 0
