@@ -8,16 +8,16 @@ galaxies do (most pixels are sky). A generator trained to imitate ``x`` therefor
 reconstruction ``G(E(x))`` then carries noise of its own, uncorrelated with the image's: the residual doubles the
 noise and buries everything else. This is why longer training made the original model *worse*.
 
-So the generator draws the noise-free image ``c = lupton(f)`` and the critic sees ``observe(c)``: the same noise
-process applied to it (AmbientGAN, Bora et al. 2018). What the model predicts for an image is then the *expected*
+So the generator draws the noise-free image (``c``, signed, on the Lupton scale; its flux is ``lupton_to_flux(c)``)
+and the critic sees ``observe_flux`` of it: the same noise process applied to it (AmbientGAN, Bora et al. 2018). What the model predicts for an image is then the *expected*
 observation ``E[x | c]`` (the sky is not 0 but the mean of clipped noise), with a per-pixel variance
 ``Var[x | c]``; residuals and their noise-normalised maps are taken against those.
 
-``expected_and_variance`` integrates the exact per-pixel distribution (a Gauss-Legendre rule over the noise of the
+``expected_and_variance_flux`` integrates the exact per-pixel distribution (a Gauss-Legendre rule over the noise of the
 intensity, closed-form censored normal moments per channel, the uint8 floor included): checked against the real
-astropy pipeline by Monte Carlo to 0.5% in variance. ``fast_expected_and_variance`` interpolates the same integral
-tabulated per image on a ladder of grey intensities (about 20x faster; mean error 0.004 in [0, 1] units), used
-when training and scoring.
+astropy pipeline by Monte Carlo to 0.5% in variance; training uses it (and its gradient).
+``fast_expected_and_variance_flux`` interpolates the same integral tabulated per image on a ladder of grey
+intensities (about 20x faster; mean error 0.004 in [0, 1] units), used when scoring.
 
 Noise levels ``sigma`` are per image and band, in flux units (the sky's standard deviation): measured on the flux
 images when they exist (``ww_assets.images.sky``), or estimated from the uint8 image (``estimate_sigma``).
@@ -33,8 +33,8 @@ import torch
 
 from ww_assets.images.lupton import LUPTON_Q, LUPTON_STRETCH
 
-__all__ = ["lupton", "clean_to_flux", "lupton_to_flux", "observe", "observe_flux", "expected_and_variance",
-           "expected_and_variance_flux", "fast_expected_and_variance", "fast_expected_and_variance_flux",
+__all__ = ["lupton", "clean_to_flux", "lupton_to_flux", "observe_flux",
+           "expected_and_variance_flux", "fast_expected_and_variance_flux",
            "noise_variance", "noise_kernel", "estimate_sigma", "UINT8_STEP"]
 
 #: astropy's AsinhMapping: fac(I) = asinh(I * SOFTEN) * SLOPE / I, here in [0, 1] units (astropy scales by 255)
@@ -101,12 +101,6 @@ def observe_flux(flux: torch.Tensor, sigma: torch.Tensor, rho1: float = 0.0,
     return y + (torch.floor(y * 255) / 255 - y).detach()
 
 
-def observe(c: torch.Tensor, sigma: torch.Tensor, rho1: float = 0.0,
-            generator: torch.Generator | None = None) -> torch.Tensor:
-    """``observe_flux`` of the noise-free Lupton image ``c``."""
-    return observe_flux(clean_to_flux(c), sigma, rho1, generator)
-
-
 def _phi(x):
     return torch.exp(-0.5 * x * x) * (1.0 / math.sqrt(2 * math.pi))
 
@@ -124,12 +118,6 @@ def _legendre(k: int, device, dtype):
         _LEGENDRE[k] = (torch.tensor(x), torch.tensor(w))
     x, w = _LEGENDRE[k]
     return x.to(device, dtype), w.to(device, dtype)
-
-
-def expected_and_variance(c: torch.Tensor, sigma: torch.Tensor, nodes: int = 12,
-                          upper: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``expected_and_variance_flux`` of the noise-free Lupton image ``c``."""
-    return expected_and_variance_flux(clean_to_flux(c), sigma, nodes, upper)
 
 
 def expected_and_variance_flux(flux: torch.Tensor, sigma: torch.Tensor, nodes: int = 12,
@@ -181,14 +169,8 @@ def _grey_ladder(n: int, device, dtype) -> torch.Tensor:
     return torch.cat(rungs).to(device, dtype)
 
 
-def fast_expected_and_variance(c: torch.Tensor, sigma: torch.Tensor,
-                               steps: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
-    """``fast_expected_and_variance_flux`` of the noise-free Lupton image ``c``."""
-    return fast_expected_and_variance_flux(clean_to_flux(c), sigma, steps, clean=c)
-
-
-def fast_expected_and_variance_flux(flux: torch.Tensor, sigma: torch.Tensor, steps: int = 40,
-                                    clean: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def fast_expected_and_variance_flux(flux: torch.Tensor, sigma: torch.Tensor,
+                                    steps: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
     """``expected_and_variance_flux`` by interpolation: per image, the exact integral at ``steps`` grey
     intensities; each pixel takes the bias E - lupton(flux) and the variance of the grey pixel of its intensity.
     Signed fluxes are fine: a pixel below zero intensity takes the sky's values.
@@ -196,7 +178,7 @@ def fast_expected_and_variance_flux(flux: torch.Tensor, sigma: torch.Tensor, ste
     For inference (scoring, figures). Not for training: a generator trained through this interpolation's gradient
     stalls before it has learned even the mean image (measured; the exact integral's gradient trains it in a
     hundred steps), so training uses ``expected_and_variance_flux``."""
-    c = lupton(flux) if clean is None else clean
+    c = lupton(flux)
     n, ch, h, w = c.shape
     ladder = _grey_ladder(steps, c.device, c.dtype)
     steps = len(ladder)

@@ -11,7 +11,7 @@ image. On simulated cutouts with known noise the ``s2`` estimate reads about 2% 
 model scores about 0.95 rather than 1 (the gate is a little stricter than the exact one, never laxer).
 
 **Realism**: a simple two-sample classifier (logistic regression on 8 x 8-binned pixels and mean colours,
-5-fold cross-validated) told to separate real images from images the model generates (``observe(G(z))``: the
+5-fold cross-validated) told to separate real images from images the model generates (``observe_flux`` of G(z): the
 generator's noise-free image through the same observation process). AUROC 0.5: it cannot tell them apart.
 
 Both take arrays (uint8 or float in [0, 1]), so a test can hand them known-good and known-bad inputs.
