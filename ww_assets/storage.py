@@ -168,6 +168,10 @@ ANALYSIS_FILES = {
     "next_round_picks": "next_round_picks.parquet",
     "more_like_this": "more_like_this",
     "detection_quality": "detection_quality.parquet",
+    "catalogue": "catalogue.parquet",
+    "catalogue_fits": "catalogue.fits",
+    "subject_reductions": "subject_reductions.csv",
+    "latent_map_page": "latent_map.html",
 }
 
 
