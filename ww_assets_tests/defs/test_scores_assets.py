@@ -261,3 +261,28 @@ def test_score_config_is_validated(model_dir):
     cfg, _ = AnomalyScoreConfig(device="cpu", refine_steps=10).resolve()
     assert "10 Adam steps" in cfg.describe()
     assert json.loads(json.dumps(cfg.to_dict()))["refine_steps"] == 10
+
+
+def test_mostly_quarantined_batch_is_not_scored(storage_root, model_dir, source):
+    """The blocking ``cutouts_usable`` check: a batch with more than half its images unusable stops at its cutouts
+    (written, with the quarantine and the reason) and is not scored in the same run; a mildly bad one is scored."""
+    bands = galaxies(6, 3)
+    bands[:4, 0, 5, 5] = np.nan                                       # 4 of 6 images unusable
+    write_batch(source / "bad", [f"{300 + k}" for k in range(6)], bands)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(image_batches.name, ["bad", "b2"])
+    res = resources(storage_root, source)
+    result = dg.materialize([cutouts, score_batch], partition_key="bad", instance=instance, resources=res,
+                            raise_on_error=False)
+    assert not result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert "4 of 6 images" in check.description and "not scored" in check.description
+    materialised = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialised == {"cutouts"}
+    layout = StorageLayout(storage_root)
+    assert len(imaging.load_quarantine(layout.images_dir("bad"))) == 4
+    assert not layout.scores_dir("bad").exists()
+    # the clean batch of the same source goes through, check and scores
+    result = run([cutouts, score_batch], instance, res, "b2", {"device": "cpu", "formula": "hsc"})
+    assert result.success and layout.scores_file("b2").exists()

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ww_assets.analysis.comparison import SCORE_COLUMNS, ComparisonConfig
 from ww_assets.analysis.human_vs_machine import compare
+from ww_assets.defs.automation import FOLLOW_INPUTS
 from ww_assets.defs.metadata import table_markdown
 from ww_assets.defs.pools import DUCKDB_POOL
 from ww_assets.defs.resources import StorageResource
@@ -63,6 +64,7 @@ def _table_check(result: pd.DataFrame) -> dg.AssetCheckResult:
 
 
 @dg.asset(
+    automation_condition=FOLLOW_INPUTS,
     kinds={"duckdb", "scikitlearn", "parquet"},
     deps=["anomaly_scores_normalised", "subject_consensus", "latent_umap"],
     pool=DUCKDB_POOL,

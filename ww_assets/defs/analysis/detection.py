@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 
+from ww_assets.defs.automation import FOLLOW_INPUTS
 from ww_assets.defs.metadata import png_markdown, table_markdown
 from ww_assets.defs.resources import ImageSourceResource, StorageResource
 from ww_assets.plotting.scores import detection_quality as detection_plot
@@ -10,7 +11,7 @@ from ww_assets.scores.evaluation import detection_metrics, read_truth
 from ww_assets.storage import write_parquet
 
 
-@dg.asset(deps=["anomaly_scores_normalised"], kinds={"scikitlearn", "parquet"}, description=(
+@dg.asset(deps=["anomaly_scores_normalised"], automation_condition=FOLLOW_INPUTS, kinds={"scikitlearn", "parquet"}, description=(
     "How well the machine's scores find the embedded sample's injected oddities: AUROC and average precision of the "
     "image, feature and anomaly scores for all injected images, astrophysical oddities, artifacts and each injected "
     "class (negatives: the normal images). Reads the sample's truth.csv, which nothing that scores ever reads; with "

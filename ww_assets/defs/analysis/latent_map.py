@@ -8,6 +8,7 @@ import dagster as dg
 from ww_assets.analysis.embedding import UMAPConfig, fit_umap, umap_frame
 from ww_assets.analysis.latents import load_latents
 
+from ww_assets.defs.automation import FOLLOW_INPUTS
 from ww_assets.defs.pools import GPU_OP_TAGS, GPU_POOL
 from ww_assets.defs.resources import StorageResource
 from ww_assets.storage import write_parquet
@@ -29,7 +30,7 @@ class LatentUMAPConfig(dg.Config):
     parallel: bool = UMAPConfig.parallel
 
 
-@dg.asset(kinds={"umap", "parquet"}, deps=["latent_vectors"], pool=GPU_POOL, op_tags=GPU_OP_TAGS, description=(
+@dg.asset(kinds={"umap", "parquet"}, deps=["latent_vectors"], automation_condition=FOLLOW_INPUTS, pool=GPU_POOL, op_tags=GPU_OP_TAGS, description=(
     "UMAP of the 128-d latent vectors of every scored batch (scores/<batch>/latent_vectors.npy, ids from the same "
     "folder's anomaly_scores.csv). Writes analysis/latent_umap.parquet (image_id, batch, umap_x, umap_y); rows with "
     "non-finite latents or repeated ids go to latent_umap_dropped.parquet with the reason. Seeded."))

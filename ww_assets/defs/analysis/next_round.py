@@ -6,6 +6,7 @@ from typing import Optional
 import dagster as dg
 
 from ww_assets.analysis.next_round import build_next_round
+from ww_assets.defs.automation import FOLLOW_INPUTS
 from ww_assets.defs.metadata import png_markdown
 from ww_assets.defs.resources import StorageResource
 from ww_assets.images.store import CutoutStore
@@ -27,7 +28,7 @@ class NextRoundConfig(dg.Config):
     subject_set_name: Optional[str] = None
 
 
-@dg.asset(kinds={"zooniverse", "csv"}, deps=["consensus_vs_score", "cutouts"], description=(
+@dg.asset(kinds={"zooniverse", "csv"}, deps=["consensus_vs_score", "cutouts"], automation_condition=FOLLOW_INPUTS, description=(
     "The next volunteer round: images not yet Zooniverse subjects, ranked by the interest model's predicted "
     "volunteer interest (anomaly score when no model could be fitted), with a random 'exploration' share. Writes "
     "analysis/next_round/ (manifest.csv + one PNG per subject, the Zooniverse uploader's manifest format; machine "

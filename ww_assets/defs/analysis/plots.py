@@ -4,6 +4,7 @@ import time
 
 import dagster as dg
 
+from ww_assets.defs.automation import FOLLOW_INPUTS
 from ww_assets.defs.metadata import png_markdown
 from ww_assets.defs.resources import StorageResource
 from ww_assets.plotting.report import make_plots
@@ -16,7 +17,7 @@ class PlotsConfig(dg.Config):
     max_tags: int = 9
 
 
-@dg.asset(kinds={"matplotlib"}, deps=["consensus_vs_score", "latent_umap", "cutouts"], description=(
+@dg.asset(kinds={"matplotlib"}, deps=["consensus_vs_score", "latent_umap", "cutouts"], automation_condition=FOLLOW_INPUTS, description=(
     "Every figure, as PNG under plots/ and shown here: the latent map coloured by anomaly score, by volunteer "
     "fraction, by top Talk hashtag (and by injected class on the sample); score distributions by consensus class; "
     "volunteer fraction vs anomaly score with binned means; ROC curves; the interest model over the map; galleries "

@@ -9,6 +9,7 @@ import numpy as np
 from ww_assets.analysis.latents import load_latents
 from ww_assets.analysis.more_like_this import find_similar, resolve_query, safe_name
 from ww_assets.analysis.similarity import knn, neighbour_table
+from ww_assets.defs.automation import FOLLOW_INPUTS
 from ww_assets.defs.metadata import png_markdown, table_markdown
 from ww_assets.defs.pools import GPU_OP_TAGS, GPU_POOL
 from ww_assets.defs.resources import StorageResource
@@ -28,7 +29,7 @@ class SimilarImagesConfig(dg.Config):
     near_duplicate_distance: float = 0.05
 
 
-@dg.asset(kinds={"pytorch", "parquet"}, deps=["latent_vectors"], pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+@dg.asset(kinds={"pytorch", "parquet"}, deps=["latent_vectors"], automation_condition=FOLLOW_INPUTS, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
           check_specs=[dg.AssetCheckSpec("neighbours_complete", asset="similar_images", description=(
               "Every image has k neighbours, none of them itself, distances ascending."))],
           description=("The k nearest neighbours of every image in latent space (exact search; GPU when present). "

@@ -10,12 +10,16 @@ from ww_assets.consensus.exposures import build_image_exposures
 from ww_assets.consensus.subjects import build_subject_consensus
 from ww_assets.consensus.talk import build_talk_consensus
 from ww_assets.consensus.volunteer import build_volunteer_consensus
+from ww_assets.defs.automation import FOLLOW_INPUTS, consensus_freshness
 from ww_assets.defs.metadata import png_markdown, table_markdown
 from ww_assets.defs.pools import DUCKDB_POOL
 from ww_assets.defs.resources import StorageResource, WarehouseResource
 from ww_assets.plotting.consensus import fraction_histogram
 
-_COMMON = dict(kinds={"duckdb"}, pool=DUCKDB_POOL)
+#: every consensus table: in the warehouse, written by one process at a time, updated when its inputs are, and
+#: expected to be as fresh as the pull schedule makes it
+_COMMON = dict(kinds={"duckdb"}, pool=DUCKDB_POOL, automation_condition=FOLLOW_INPUTS,
+               freshness_policy=consensus_freshness())
 
 
 def _table_meta(con, table: str, result, fractions: bool = False) -> dict:

@@ -16,6 +16,9 @@ from ww_assets.storage import BATCH_PREVIEW_FILE, atomic_dir
 
 #: the share of a batch's images that may be quarantined before the check warns
 QUARANTINE_WARN_FRACTION = 0.05
+#: above this share (or with no usable image) the check fails as an error and, being blocking, stops the batch's
+#: scoring in the same run: a batch that is mostly unreadable is a wrong folder or a broken transfer, not data
+QUARANTINE_BLOCK_FRACTION = 0.5
 
 
 def _progress(context, batch: str, started: float):
@@ -33,8 +36,10 @@ def _progress(context, batch: str, started: float):
 @dg.asset(
     partitions_def=image_batches,
     kinds={"numpy", "parquet", "astropy"},
-    check_specs=[dg.AssetCheckSpec("cutouts_usable", asset="cutouts", description=(
-        f"The batch has usable images, and at most {QUARANTINE_WARN_FRACTION:.0%} were quarantined."))],
+    check_specs=[dg.AssetCheckSpec("cutouts_usable", asset="cutouts", blocking=True, description=(
+        f"The batch has usable images, and at most {QUARANTINE_WARN_FRACTION:.0%} were quarantined (a warning "
+        f"above that). Blocking: with no usable image or more than {QUARANTINE_BLOCK_FRACTION:.0%} quarantined it "
+        "fails as an error and the batch is not scored."))],
     description=(
         "Cutouts of one image batch as the model sees them: g, r, i fluxes -> Lupton RGB (astropy "
         f"make_lupton_rgb(i, r, g, Q=15, stretch=0.5, minimum=0)), uint8 (N, 3, {IMAGE_SIZE}, {IMAGE_SIZE}) in "
@@ -84,8 +89,10 @@ def cutouts(context: dg.AssetExecutionContext, storage: StorageResource, sample:
     yield dg.MaterializeResult(metadata=metadata)
     total = n_ok + n_bad
     fraction = n_bad / total if total else 1.0
+    blocked = n_ok == 0 or fraction > QUARANTINE_BLOCK_FRACTION
     yield dg.AssetCheckResult(
         check_name="cutouts_usable", passed=n_ok > 0 and fraction <= QUARANTINE_WARN_FRACTION,
-        severity=dg.AssetCheckSeverity.ERROR if n_ok == 0 else dg.AssetCheckSeverity.WARN,
+        severity=dg.AssetCheckSeverity.ERROR if blocked else dg.AssetCheckSeverity.WARN,
         metadata={"images": n_ok, "quarantined": n_bad, "quarantined_fraction": round(fraction, 4)},
-        description=None if n_ok else f"no usable images in {folder}; see {layout.image_quarantine_file(batch)}")
+        description=(f"{n_bad} of {total} images of {folder} quarantined: not scored; reasons in "
+                     f"{layout.image_quarantine_file(batch)}") if blocked else None)

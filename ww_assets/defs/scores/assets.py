@@ -7,6 +7,7 @@ the files are the published release's formats (``ww_assets.scores.release``).
 import dagster as dg
 import numpy as np
 
+from ww_assets.defs.automation import FOLLOW_INPUTS
 from ww_assets.defs.images.partitions import image_batches
 from ww_assets.defs.metadata import numeric_metadata, png_markdown, table_markdown
 from ww_assets.defs.pools import GPU_OP_TAGS, GPU_POOL
@@ -125,7 +126,7 @@ def score_batch(context: dg.AssetExecutionContext, config: AnomalyScoreConfig, s
                               metadata={"rows": n, "all_finite": finite, "catalog_order": in_order})
 
 
-@dg.asset(deps=["anomaly_scores"], kinds={"pandas", "parquet"}, description=(
+@dg.asset(deps=["anomaly_scores"], automation_condition=FOLLOW_INPUTS, kinds={"pandas", "parquet"}, description=(
     "Scores over every scored batch: sigma scores ((s - mean) / std, population std) for the image, feature and "
     "anomaly scores, and the anomaly rank (1 = most anomalous). Scores from different models, formulas or a "
     "published release are normalised separately (column score_family). scores/normalised.parquet. The HSC "
