@@ -149,6 +149,13 @@ def cron(text: str) -> str:
     return t
 
 
+def workflow_version(text: str) -> str:
+    t = text.strip()
+    if not re.fullmatch(r"\d+(\.\d+)?", t):
+        raise ValueError("expected a workflow version 'major' or 'major.minor' as in the export, e.g. 160.317")
+    return t
+
+
 def nonempty(text: str) -> str:
     if not text.strip():
         raise ValueError("expected a non-empty value")
@@ -176,6 +183,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("WW_ZOONIVERSE_EXPORT_FOLDER", None, "a folder of hand-downloaded exports", existing_folder),
     Setting("WW_ZOONIVERSE_TALK_ENDPOINT", None, "Talk API root (default https://talk.zooniverse.org/)", http_url),
     Setting("WW_ZOONIVERSE_PULL_CRON", "0 */6 * * *", "when the zooniverse_pull schedule re-pulls", cron),
+    Setting("WW_CONSENSUS_WORKFLOW_ID", None, "count only this workflow's classifications in the consensus "
+            "(default: every workflow)", positive_whole_number),
+    Setting("WW_CONSENSUS_MIN_WORKFLOW_VERSION", None, "count only classifications made with this workflow version "
+            "or later, 'major' or 'major.minor' (default: every version)", workflow_version),
     Setting("WW_PSEUDONYM_KEY", None, "secret key of the volunteer pseudonyms (required for real data)",
             nonempty, secret=True),
     Setting("PANOPTES_ENDPOINT", "https://www.zooniverse.org", "Panoptes API root", http_url),
