@@ -103,6 +103,16 @@ def project_ref(text: str) -> str:
     raise ValueError("expected a project id (digits, e.g. 12345) or a slug 'owner/project-name'")
 
 
+def keep_count(text: str) -> int | None:
+    """How many downloads of each kind to keep: a whole number >= 0, or "all" (None: keep every one)."""
+    t = text.strip().lower()
+    if t == "all":
+        return None
+    if not re.fullmatch(r"\d+", t):
+        raise ValueError("expected a whole number >= 0 or 'all'")
+    return int(t)
+
+
 def http_url(text: str) -> str:
     t = text.strip()
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", t):
@@ -187,6 +197,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
             "(default: every workflow)", positive_whole_number),
     Setting("WW_CONSENSUS_MIN_WORKFLOW_VERSION", None, "count only classifications made with this workflow version "
             "or later, 'major' or 'major.minor' (default: every version)", workflow_version),
+    Setting("WW_DOWNLOADS_KEEP", "2", "live pulls: downloads kept per export kind after a successful ingest, newest "
+            "first (0: only the file just ingested; all: never delete); never one not yet ingested", keep_count),
     Setting("WW_PSEUDONYM_KEY", None, "secret key of the volunteer pseudonyms (required for real data)",
             nonempty, secret=True),
     Setting("PANOPTES_ENDPOINT", "https://www.zooniverse.org", "Panoptes API root", http_url),
