@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+from ww_assets.consensus.counting import COUNTED
 from ww_assets.consensus.schema import IMAGE_EXPOSURES_VIEW, ensure_consensus_schema
 from ww_assets.consensus.state import (
     BuildResult,
@@ -39,7 +40,7 @@ def build_image_exposures(con) -> BuildResult:
     new_ids = sorted(present - set(known))
     if new_ids:
         known.update({i: int(n) for i, n in con.execute(
-            "SELECT ingest_id, coalesce(sum(len(page_subject_ids)), 0) FROM raw.classifications "
+            f"SELECT ingest_id, coalesce(sum(len(page_subject_ids)), 0) FROM {COUNTED} "
             "WHERE ingest_id IN (SELECT unnest($ids)) GROUP BY 1", {"ids": new_ids}).fetchall()})
     write_state(con, _TABLE, _COUNTS, [f"{i}={n}" for i, n in sorted(known.items())])
     write_state(con, _TABLE, "version", [version_marker()])

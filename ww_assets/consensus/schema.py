@@ -14,6 +14,7 @@ exact incremental updates: ``ww_assets.consensus.state`` and ``ww_assets.consens
 
 from __future__ import annotations
 
+from ww_assets.consensus.counting import ensure_counted_view
 from ww_assets.zooniverse.ingest.schema import ensure_raw_schema
 
 __all__ = [
@@ -128,7 +129,7 @@ SELECT
     unnest(generate_series(1, len(page_subject_ids))) AS page_position,   -- 1..16, reading order of the page
     list_contains(selected_subject_ids, unnest(page_subject_ids)) AS selected,
     ingest_id
-FROM raw.classifications
+FROM consensus.counted_classifications
 """
 
 
@@ -136,6 +137,7 @@ def ensure_consensus_schema(con) -> None:
     """Create schema ``consensus`` and its tables if missing (and the raw tables they read)."""
     ensure_raw_schema(con)
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    ensure_counted_view(con)
     for ddl in TABLE_DDL.values():
         con.execute(ddl)
     kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_schema = 'consensus' "

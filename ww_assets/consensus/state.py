@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import duckdb
 
+from ww_assets.consensus.counting import current_rules
 from ww_assets.consensus.schema import ensure_consensus_schema
 from ww_assets.duckdb_sql import insertion_order, transaction
 
@@ -187,8 +188,9 @@ def run_build(con, plan: BuildPlan, stage: str, full: Callable[[int], tuple[int,
 
 
 def version_marker() -> str:
-    """The code and DuckDB version a table was built with: a change of either forces a full rebuild."""
-    return f"{CONSENSUS_VERSION}|duckdb {duckdb.__version__}"
+    """The code, the DuckDB version and the counting rules a table was built with: a change of any of them forces
+    a full rebuild."""
+    return f"{CONSENSUS_VERSION}|duckdb {duckdb.__version__}|{current_rules().marker()}"
 
 
 def full_rebuild_reason(con, table: str, sources: dict[str, set[str]]) -> str | None:
@@ -197,7 +199,7 @@ def full_rebuild_reason(con, table: str, sources: dict[str, set[str]]) -> str | 
     ``sources``: raw table name -> the ingest ids present in it now.
     """
     if read_state(con, table, "version") != [version_marker()]:
-        return "first build" if not read_state(con, table, "version") else "code or DuckDB version changed"
+        return "first build" if not read_state(con, table, "version") else "code, DuckDB version or counting rules changed"
     for raw_table, present in sources.items():
         absorbed = set(read_state(con, table, f"raw.{raw_table}"))
         gone = absorbed - present

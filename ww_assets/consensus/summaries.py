@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ww_assets.consensus.counting import COUNTED
+
 __all__ = ["table_rows", "most_selected", "top_tags", "subject_preview", "fraction_bins", "shown_counts",
            "total_clicks", "talk_totals", "subjects_never_shown", "subjects_without_image_id", "tag_share_violations"]
 
@@ -56,7 +58,7 @@ def shown_counts(con) -> list[tuple[int, int]]:
 
 
 def total_clicks(con) -> int:
-    return int(con.execute("SELECT coalesce(sum(len(selected_subject_ids)), 0) FROM raw.classifications").fetchone()[0])
+    return int(con.execute(f"SELECT coalesce(sum(len(selected_subject_ids)), 0) FROM {COUNTED}").fetchone()[0])
 
 
 def talk_totals(con) -> tuple[int, int]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import time
 
+from ww_assets.consensus.counting import COUNTED
 from ww_assets.consensus.partitions import partition_exposures_for
 from ww_assets.consensus.schema import recreate_table
 from ww_assets.consensus.state import (
@@ -127,7 +128,7 @@ def _click_pairs_sql(where: str, vk: str, part: str = "TRUE") -> str:
         FROM (SELECT unnest(list_filter(c.selected_subject_ids, lambda x: list_contains(c.page_subject_ids, x)))
                          AS s,
                      {vk} AS vk, t.top_rank AS r
-              FROM raw.classifications c LEFT JOIN {TOP_VOLUNTEERS_SQL} t USING (volunteer_id)
+              FROM {COUNTED} c LEFT JOIN {TOP_VOLUNTEERS_SQL} t USING (volunteer_id)
               WHERE {where} AND len(c.selected_subject_ids) > 0)
         WHERE {part}"""
 
@@ -143,7 +144,7 @@ def _quarantine_clicks(con, where: str) -> None:
         FROM (SELECT classification_id, page_subject_ids, ingest_id,
                      unnest(list_filter(selected_subject_ids,
                                         lambda x: NOT coalesce(list_contains(page_subject_ids, x), false))) AS s
-              FROM raw.classifications WHERE {where} AND len(selected_subject_ids) > 0)""")
+              FROM {COUNTED} WHERE {where} AND len(selected_subject_ids) > 0)""")
 
 
 def _vc_select(counts_sql: str, build_id: int) -> str:
@@ -173,7 +174,7 @@ def _vc_full(con, build_id: int, salt: int, partition_exposures: int, stages: St
         return None
     stages("volunteer_keys")
     n_rows, n_exp = con.execute(
-        "SELECT count(*), coalesce(sum(len(page_subject_ids)), 0) FROM raw.classifications").fetchone()
+        f"SELECT count(*), coalesce(sum(len(page_subject_ids)), 0) FROM {COUNTED}").fetchone()
     k = max(1, math.ceil(n_exp / max(1, partition_exposures)))
     recreate_table(con, "volunteer_consensus")
     recreate_table(con, "quarantine")
@@ -201,7 +202,7 @@ def _full_partition(con, part: str, vk: str, build_id: int, stages: StageTimer) 
                coalesce(bit_or({mask_sql('top_rank', 'a')}), 0::UHUGEINT) AS top_seen_a,
                coalesce(bit_or({mask_sql('top_rank', 'b')}), 0::UHUGEINT) AS top_seen_b
         FROM (SELECT unnest(c.page_subject_ids) AS s, c.created_at, t.top_rank
-              FROM raw.classifications c LEFT JOIN {TOP_VOLUNTEERS_SQL} t USING (volunteer_id) WHERE c.{_ALL})
+              FROM {COUNTED} c LEFT JOIN {TOP_VOLUNTEERS_SQL} t USING (volunteer_id) WHERE c.{_ALL})
         WHERE {part}
         GROUP BY s""")
     stages("pages")
@@ -211,7 +212,7 @@ def _full_partition(con, part: str, vk: str, build_id: int, stages: StageTimer) 
         CREATE OR REPLACE TEMP TABLE _cons_rep AS
         SELECT s, sum(n - 1) AS repeats FROM (
             SELECT s, vk, count(*) AS n
-            FROM (SELECT unnest(page_subject_ids) AS s, {vk} AS vk FROM raw.classifications WHERE {others})
+            FROM (SELECT unnest(page_subject_ids) AS s, {vk} AS vk FROM {COUNTED} WHERE {others})
             WHERE {part}
             GROUP BY s, vk HAVING count(*) > 1)
         GROUP BY s""")
@@ -252,7 +253,7 @@ def _vc_incremental(con, build_id: int, salt: int, stages: StageTimer, log) -> B
     if not refresh_volunteer_keys(con, salt, full=False, new_filter=_NEW):
         return None
     stages("volunteer_keys")
-    n_new = con.execute(f"SELECT count(*) FROM raw.classifications WHERE {_NEW}").fetchone()[0]
+    n_new = con.execute(f"SELECT count(*) FROM {COUNTED} WHERE {_NEW}").fetchone()[0]
     _new_pairs(con, vk)
     stages("new_pairs")
     _history(con, vk, stages)
@@ -279,7 +280,7 @@ def _new_pairs(con, vk: str) -> None:
         SELECT s, vk, r, n, f, l, {masks_sql('r')}
         FROM (SELECT s, vk, r, count(*) AS n, min(created_at) AS f, max(created_at) AS l
               FROM (SELECT unnest(c.page_subject_ids) AS s, {vk} AS vk, t.top_rank AS r, c.created_at
-                    FROM raw.classifications c LEFT JOIN {TOP_VOLUNTEERS_SQL} t USING (volunteer_id)
+                    FROM {COUNTED} c LEFT JOIN {TOP_VOLUNTEERS_SQL} t USING (volunteer_id)
                     WHERE c.{_NEW} AND c.volunteer_id IS NOT NULL)
               GROUP BY s, vk, r)""")
     con.execute(f"""
@@ -293,7 +294,7 @@ def _history(con, vk: str, stages: StageTimer) -> None:
     (``_cons_cseen``) on their earlier pages. (Top volunteers: a bit in the image's row, read in the merge.)"""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _cons_batch_vol AS
-        SELECT DISTINCT volunteer_id FROM raw.classifications WHERE {_NEW} AND volunteer_id IS NOT NULL""")
+        SELECT DISTINCT volunteer_id FROM {COUNTED} WHERE {_NEW} AND volunteer_id IS NOT NULL""")
     old_light = (f"NOT ({_NEW}) AND volunteer_id IN (SELECT volunteer_id FROM _cons_batch_vol) "
                  f"AND volunteer_id NOT IN (SELECT volunteer_id FROM {TOP_VOLUNTEERS_SQL})")
     # their earlier pages, read once (a scan of raw.classifications), then looked up for pages and clicks
@@ -302,7 +303,7 @@ def _history(con, vk: str, stages: StageTimer) -> None:
         SELECT {vk} AS vk, c.page_subject_ids AS page,
                CASE WHEN len(c.selected_subject_ids) > 0
                     THEN list_filter(c.selected_subject_ids, lambda x: list_contains(c.page_subject_ids, x)) END AS sel
-        FROM raw.classifications c WHERE {old_light}""")
+        FROM {COUNTED} c WHERE {old_light}""")
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _cons_seen AS
         SELECT DISTINCT o.s, o.vk FROM (SELECT unnest(page) AS s, vk FROM _cons_hist) o

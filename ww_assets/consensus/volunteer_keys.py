@@ -15,6 +15,8 @@ image before" is then a bit test.
 
 from __future__ import annotations
 
+from ww_assets.consensus.counting import COUNTED
+
 __all__ = [
     "TOP_VOLUNTEERS",
     "TOP_VOLUNTEERS_SQL",
@@ -74,14 +76,14 @@ def refresh_volunteer_keys(con, salt: int, *, full: bool, new_filter: str | None
             SELECT volunteer_id, {vk},
                    CASE WHEN rn <= {TOP_VOLUNTEERS} THEN (rn - 1)::SMALLINT END
             FROM (SELECT volunteer_id, row_number() OVER (ORDER BY count(*) DESC, volunteer_id) AS rn
-                  FROM raw.classifications WHERE volunteer_id IS NOT NULL GROUP BY volunteer_id)""")
+                  FROM {COUNTED} WHERE volunteer_id IS NOT NULL GROUP BY volunteer_id)""")
         n, nk = con.execute(
             "SELECT count(*), count(DISTINCT vkey) FROM consensus.volunteer_keys").fetchone()
         return n == nk
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _cons_newvol AS
         SELECT volunteer_id, {vk} AS vkey FROM (
-            SELECT DISTINCT volunteer_id FROM raw.classifications WHERE {new_filter} AND volunteer_id IS NOT NULL)
+            SELECT DISTINCT volunteer_id FROM {COUNTED} WHERE {new_filter} AND volunteer_id IS NOT NULL)
         WHERE volunteer_id NOT IN (SELECT volunteer_id FROM consensus.volunteer_keys)""")
     clash = con.execute("""
         SELECT (SELECT count(*) FROM _cons_newvol n JOIN consensus.volunteer_keys k USING (vkey))
