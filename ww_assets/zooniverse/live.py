@@ -10,7 +10,13 @@ What it adds to the client (facts in shared ZOONIVERSE.md):
   stays ``creating`` forever). Waiting always has a time-out; when it runs out, the newest ready export (or the
   last download) is used and the metadata says so.
 * Downloads are streamed to ``<storage>/downloads/<kind>/`` and checked (``ww_assets.zooniverse.download``); an
-  expired presigned URL is answered by describing the export again for a fresh URL.
+  expired presigned URL is answered by describing the export again for a fresh URL. A download is named by what
+  identifies its content (export id, the server's ETag, the content's SHA-256), never by ``updated_at`` alone: a
+  server may regenerate an export in place without changing it. A fresh generation is always downloaded.
+* The project is checked: a malformed ``WW_ZOONIVERSE_PROJECT`` fails before any network call, and the project the
+  server answers with must have the id or slug asked for (a slug query answered with another project is refused).
+* Retention (``prune_downloads``, ``WW_DOWNLOADS_KEEP``): after a successful ingest only the newest downloads of each
+  kind are kept, never the file just ingested nor one the warehouse has not read.
 * Talk: the endpoint is configurable, a ``failed`` data request and an empty request list are handled, a refused
   second request in a day falls back to the newest finished one.
 
@@ -29,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
+from ww_assets import settings as ww_settings
 from ww_assets.storage import remove_stale_temporaries
 from ww_assets.zooniverse import formats
 from ww_assets.zooniverse.connection import (
@@ -37,7 +44,7 @@ from ww_assets.zooniverse.connection import (
     panoptes_endpoint,
     retrying_client,
 )
-from ww_assets.zooniverse.download import UrlRefused, download
+from ww_assets.zooniverse.download import Downloaded, UrlRefused, download_keyed, prune_downloads
 from ww_assets.zooniverse.errors import DownloadError, ExportFailed, ExportNotReady, ZooniverseError
 from ww_assets.zooniverse.export_folder import FetchedExport
 from ww_assets.zooniverse.retries import call_with_retries, retrying_session
@@ -65,6 +72,9 @@ class LiveSettings:
     talk_poll_s: float = 5.0                       # how often to ask Talk whether a data request is finished
 
     def __post_init__(self):
+        # a malformed project fails here, before any network call, naming the variable it stands for
+        self.project = ww_settings.check_value("WW_ZOONIVERSE_PROJECT", str(self.project),
+                                               where="the live source's project")
         if self.generate not in ("auto", "always", "never"):
             raise ValueError(f"generate must be auto, always or never, not {self.generate!r}")
         if not self.wait_timeout_s or self.wait_timeout_s <= 0:
@@ -160,15 +170,33 @@ class LiveSource:
                                  sleep=self._sleep, passthrough=passthrough)
 
     def project(self):
+        """The project asked for, found and checked: its id (or slug) must be the one asked for."""
         if self._project is None:
             from panoptes_client import Project
+            from panoptes_client.panoptes import PanoptesAPIException
 
             ref = str(self.settings.project).strip()
-            find = (lambda: Project.find(int(ref))) if ref.isdigit() else (lambda: Project.find(slug=ref))
+            by_id = ref.isdigit()
+            where = self.settings.endpoint()
+
+            def find():
+                try:
+                    return Project.find(int(ref)) if by_id else Project.find(slug=ref)
+                except PanoptesAPIException as exc:
+                    if "could not find" in str(exc).lower():
+                        return None
+                    raise
+
             with self._as_client():
-                self._project = self._retry(f"find project {ref}", find)
-            if self._project is None:
-                raise ZooniverseError(f"project {ref!r} not found at {self.settings.endpoint()}")
+                found = self._retry(f"find project {ref}", find)
+            if found is None:
+                raise ZooniverseError(f"WW_ZOONIVERSE_PROJECT={ref!r}: no such project at {where}")
+            got_id, got_slug = str(getattr(found, "id", "")), str(getattr(found, "slug", "") or "")
+            if (got_id != ref) if by_id else (got_slug.lower() != ref.lower()):
+                raise ZooniverseError(
+                    f"WW_ZOONIVERSE_PROJECT={ref!r}, but {where} answered with project {got_id} ({got_slug!r}), "
+                    f"not the one asked for: refusing to pull it")
+            self._project = found
         return self._project
 
     # --- fetching -----------------------------------------------------------------------------------------------
@@ -182,10 +210,23 @@ class LiveSource:
             return self._fetch_talk(kind)
         raise ValueError(f"unknown export kind {kind!r}")
 
-    def _dest(self, kind: str, stamp: str, suffix: str) -> Path:
-        project = self.project()
-        safe = re.sub(r"[^0-9A-Za-z_.-]+", "-", stamp).strip("-") or "export"
-        return self.downloads_dir / kind / f"project-{project.id}-{kind}-{safe}{suffix}"
+    def _stem(self, kind: str, export_id: object) -> str:
+        """The name every download of this export (or Talk request) starts with (``download.download_keyed``)."""
+        safe = re.sub(r"[^0-9A-Za-z_.]+", "-", str(export_id or "")).strip("-") or "export"
+        return f"project-{self.project().id}-{kind}-{safe}"
+
+    def prune_downloads(self, kinds, *, keep: int | None, protect, ingested) -> dict[str, tuple[int, int]]:
+        """Retention after a successful ingest: per kind, (files deleted, files kept) by
+        ``download.prune_downloads``; ``protect`` the files just ingested, ``ingested(kind, path)`` whether the
+        warehouse has read a file. Logged as counts only."""
+        done = {}
+        for kind in kinds:
+            done[kind] = prune_downloads(self.downloads_dir / kind, keep=keep, protect=set(protect),
+                                         ingested=lambda path, kind=kind: ingested(kind, path))
+            if done[kind][0]:
+                self.log.info("retention (keep %s per kind): removed %d earlier %s downloads, %d kept",
+                              "all" if keep is None else keep, done[kind][0], kind, done[kind][1])
+        return done
 
     def _earlier_download(self, kind: str, notes: list[str], *, why: str, label: str,
                           missing: ZooniverseError) -> FetchedExport:
@@ -200,14 +241,15 @@ class LiveSource:
         self.log.warning(notes[-1])
         return FetchedExport(kind=kind, path=previous, source="live", label=label, fallback=True, notes=notes)
 
-    def _download_refreshing(self, what: str, url: str, dest: Path, kind: str,
-                             fresh_url: Callable[[], str | None]) -> Path:
-        """Download ``url`` to ``dest``; when the presigned URL is refused, ``fresh_url()`` gives another."""
+    def _download_refreshing(self, what: str, url: str, stem: str, suffix: str, kind: str,
+                             fresh_url: Callable[[], str | None], *, fresh: bool) -> Downloaded:
+        """Download ``url`` into the kind's folder, keyed by content (``download.download_keyed``; ``fresh``: always
+        read the body); when the presigned URL is refused, ``fresh_url()`` gives another."""
         for _ in range(self.settings.attempts):
             try:
-                return self._retry(f"download {what}", lambda: download(
-                    url, dest, kind=kind, timeout=self.settings.http_timeout_s, session=self._http),
-                    passthrough=(UrlRefused,))
+                return self._retry(f"download {what}", lambda: download_keyed(
+                    url, self.downloads_dir / kind, stem, suffix, kind=kind, timeout=self.settings.http_timeout_s,
+                    session=self._http, fresh=fresh), passthrough=(UrlRefused,))
             except UrlRefused as exc:
                 self.log.warning("the download URL of %s was refused (%s; a presigned URL expires within "
                                  "minutes); asking for a fresh one", what, exc)
@@ -241,7 +283,8 @@ class LiveSource:
         age = _age_hours(_media_time(ready)) if ready else float("inf")
         if s.generate == "always" or (s.generate == "auto" and age > s.max_export_age_hours):
             fresh = self._generate_and_wait(kind)
-            return self._export_fallback(kind, notes) if fresh is None else self._fetched(kind, fresh, notes)
+            return self._export_fallback(kind, notes) if fresh is None else \
+                self._fetched(kind, fresh, notes, fresh=True)
         if ready is None:
             raise ExportNotReady(f"project {self.project().id} has no ready {kind} export and generate='never'")
         why = "generate='never'" if s.generate == "never" else f"younger than {s.max_export_age_hours:g} h"
@@ -296,19 +339,26 @@ class LiveSource:
                 f"Zooniverse generates at most one export per resource per 24 h: try again later, or raise "
                 f"wait_timeout_s."))
 
-    def _fetched(self, kind: str, media: dict, notes: list[str], fallback: bool = False) -> FetchedExport:
-        """Download a described export (unless already downloaded) and say where it came from."""
-        dest = self._dest(kind, f"{media.get('id', '')}-{_when(media)}", ".csv")
-        if dest.exists() and dest.stat().st_size > 0:
-            self.log.info("the %s export %s is already downloaded", kind, dest.name)
+    def _noted(self, what: str, got: Downloaded, notes: list[str]) -> Path:
+        if got.reused:
+            notes.append(f"{what}: {got.why} as the earlier download {got.path.name}, kept it")
         else:
-            def fresh_url() -> str | None:
-                fresh = self._describe(kind)
-                same = [m for m in (fresh or {}).get("media", []) if m.get("id") == media.get("id")]
-                again = same[0] if same and same[0].get("src") else _newest_ready_media(fresh)
-                return again["src"] if again else None
+            notes.append(f"{what}: downloaded {got.path.name}")
+        self.log.info(notes[-1])
+        return got.path
 
-            self._download_refreshing(f"the {kind} export", media["src"], dest, kind, fresh_url)
+    def _fetched(self, kind: str, media: dict, notes: list[str], fallback: bool = False,
+                 fresh: bool = False) -> FetchedExport:
+        """Download a described export (``fresh``: just generated, always read) and say where it came from."""
+        def fresh_url() -> str | None:
+            described = self._describe(kind)
+            same = [m for m in (described or {}).get("media", []) if m.get("id") == media.get("id")]
+            again = same[0] if same and same[0].get("src") else _newest_ready_media(described)
+            return again["src"] if again else None
+
+        got = self._download_refreshing(f"the {kind} export", media["src"], self._stem(kind, media.get("id")), ".csv",
+                                        kind, fresh_url, fresh=fresh)
+        dest = self._noted(f"the {kind} export", got, notes)
         return FetchedExport(kind=kind, path=dest, source="live",
                              label=f"live project {self.project().id} {kind} export", exported_at=_media_time(media),
                              fallback=fallback, notes=notes)
@@ -327,7 +377,7 @@ class LiveSource:
         project = self.project()
         section, talk_kind = f"project-{project.id}", TALK_KIND[kind]
         notes: list[str] = []
-        fallback = False
+        fallback = generated = False           # generated: Talk made this request just now (always download it)
         with talk_endpoint(s.talk_endpoint or DEFAULT_TALK_ENDPOINT) as talk:
             finished = [r for r in self._talk_requests(talk, section, talk_kind)
                         if str(r.get("state")) == "finished" and r.get("url")]
@@ -339,7 +389,7 @@ class LiveSource:
                 chosen = finished[0]
                 notes.append(f"reused the finished Talk {talk_kind} data request of {_when(chosen)}")
             else:
-                chosen, failed = self._request_talk(talk, section, talk_kind, notes)
+                chosen, failed, generated = self._request_talk(talk, section, talk_kind, notes)
                 if chosen is None:
                     why = "failed on the Talk server" if failed else \
                         f"was not finished within {int(s.wait_timeout_s)} s"
@@ -350,25 +400,29 @@ class LiveSource:
                             missing=(ExportFailed if failed else ExportNotReady)(
                                 f"the Talk {talk_kind} data request for {section} {why}, and there is no earlier "
                                 f"finished request nor download in {self.downloads_dir / kind} to fall back on"))
-                    fallback, chosen = True, finished[0]
+                    fallback, chosen, generated = True, finished[0], False
                     notes.append(f"the new Talk {talk_kind} data request {why}; used the newest finished one, "
                                  f"of {_when(chosen)}")
                     self.log.warning(notes[-1])
-            path = self._download_talk(talk, section, talk_kind, kind, chosen)
+            path = self._download_talk(talk, section, talk_kind, kind, chosen, notes, fresh=generated)
         return FetchedExport(kind=kind, path=path, source="live", label=f"live project {project.id} Talk {talk_kind}",
                              exported_at=parse_time(_when(chosen)), fallback=fallback, notes=notes)
 
-    def _request_talk(self, talk, section: str, talk_kind: str, notes: list[str]) -> tuple[dict | None, bool]:
-        """Ask Talk for a new data request (a refusal is noted) and wait for it: (finished request | None, failed)."""
+    def _request_talk(self, talk, section: str, talk_kind: str,
+                      notes: list[str]) -> tuple[dict | None, bool, bool]:
+        """Ask Talk for a new data request (a refusal is noted) and wait for it: (finished request | None, failed,
+        whether Talk accepted the new request: then what it serves is a fresh generation)."""
         from panoptes_client.panoptes import PanoptesAPIException
 
         self.log.info("requesting Talk %s data for %s", talk_kind, section)
+        accepted = True
         try:
             with self._as_client():
                 self._retry(f"request Talk {talk_kind} data", lambda: talk.post_data_request(section, talk_kind))
         except ZooniverseError as exc:
             if not isinstance(exc.__cause__, PanoptesAPIException):
                 raise
+            accepted = False
             notes.append(f"Talk refused a new {talk_kind} data request ({exc.__cause__}); "
                          f"using the newest one it has")
             self.log.warning(notes[-1])
@@ -378,21 +432,20 @@ class LiveSource:
             if requests_:
                 state = str(requests_[0].get("state", "")).lower()
                 if state == "finished" and requests_[0].get("url"):
-                    return requests_[0], False
+                    return requests_[0], False, accepted
                 if state == "failed":
-                    return None, True
+                    return None, True, accepted
             if time.monotonic() + self.settings.talk_poll_s > deadline:
-                return None, False
+                return None, False, accepted
             self._sleep(self.settings.talk_poll_s)
 
-    def _download_talk(self, talk, section: str, talk_kind: str, kind: str, chosen: dict) -> Path:
-        dest = self._dest(kind, f"{chosen.get('id', '')}-{_when(chosen)}", ".tar.gz")
-        if dest.exists() and dest.stat().st_size > 0:
-            return dest
-
+    def _download_talk(self, talk, section: str, talk_kind: str, kind: str, chosen: dict, notes: list[str], *,
+                       fresh: bool) -> Path:
         def fresh_url() -> str | None:
             again = [r for r in self._talk_requests(talk, section, talk_kind)
                      if r.get("id") == chosen.get("id") and r.get("url")]
             return again[0]["url"] if again else None
 
-        return self._download_refreshing(f"Talk {talk_kind}", chosen["url"], dest, kind, fresh_url)
+        got = self._download_refreshing(f"Talk {talk_kind}", chosen["url"], self._stem(kind, chosen.get("id")),
+                                        ".tar.gz", kind, fresh_url, fresh=fresh)
+        return self._noted(f"the Talk {talk_kind} data", got, notes)

@@ -38,6 +38,8 @@ from ww_assets.zooniverse import formats
 
 PROJECT_ID = 16616
 PROJECT_SLUG = "test-owner/weird-and-wonderful"
+FOREIGN_PROJECT_ID = 99_001                      # what a slug query answers with under Faults.foreign_project_on_slug
+FOREIGN_PROJECT_SLUG = "someone-else/other-project"
 WORKFLOW_ID = 18541
 SUBJECT_SET_ID = 105443
 HASHTAGS = ("merger", "ring", "lens", "artifact", "tidal", "weird", "spiral")
@@ -257,6 +259,12 @@ class Faults:
     talk_failed: set = dataclasses.field(default_factory=set)    # Talk kinds whose data request ends 'failed'
     talk_refuse_repeat: bool = True                              # a 2nd Talk request within a day is refused
     talk_pending_polls: int = 1                                  # GETs a new Talk request stays pending
+    # A new export regenerates the newest one in place (same media id, same created_at / updated_at, the files
+    # served now), and a new Talk data request re-runs the newest one (same id and times, accepted even the same
+    # day): a server whose timestamps say nothing changed when the content did.
+    regenerate_in_place: bool = False
+    foreign_project_on_slug: bool = False                        # a slug query answers with another project
+    media_etags: bool = False                                    # downloads carry an ETag (MD5 of the body)
 
 
 class LoopbackZooniverse:
@@ -495,6 +503,9 @@ class LoopbackZooniverse:
         m = re.fullmatch(r"/projects(?:/(\d+))?", path)
         if m and method == "GET":
             ids = m.group(1) or query.get("id")
+            if query.get("slug") and self.faults.foreign_project_on_slug:
+                return _paged("projects", [{**self._project_json(), "id": str(FOREIGN_PROJECT_ID),
+                                            "slug": FOREIGN_PROJECT_SLUG, "display_name": "Someone else's"}])
             if (ids and str(ids) != str(self.project_id)) or (query.get("slug") and query["slug"] != self.slug):
                 return _paged("projects", [])
             return _paged("projects", [self._project_json()])
@@ -506,6 +517,15 @@ class LoopbackZooniverse:
                 return _json(404, {"errors": [{"message": f"Could not find project with id='{m.group(1)}'"}]})
             kind = m.group(2)
             with self._lock:
+                if method == "POST" and self.faults.regenerate_in_place and self.media[kind]:
+                    media = self.media[kind][0]
+                    stamps = media["created_at"], media["updated_at"]
+                    if kind in self.faults.stuck_exports:
+                        media.update(metadata={"state": "creating"}, src=None)
+                    else:
+                        self._fill_media(kind, media)
+                    media["created_at"], media["updated_at"] = stamps
+                    return _json(201, {"media": [media]})
                 if method == "POST":
                     media = self._new_media(kind, state="creating")
                     if kind not in self.faults.stuck_exports:
@@ -632,6 +652,8 @@ class LoopbackZooniverse:
             return 404, {"Content-Type": "application/xml"}, b"<Error><Code>BlobNotFound</Code></Error>"
         data, content_type, encoding = blob
         headers = {"Content-Type": content_type}            # text/csv with no charset, as Zooniverse serves it
+        if self.faults.media_etags:
+            headers["ETag"] = '"' + hashlib.md5(data).hexdigest() + '"'
         if encoding:
             headers["Content-Encoding"] = encoding
             with self._lock:
@@ -652,6 +674,11 @@ class LoopbackZooniverse:
             if kind not in TALK_KINDS or section != f"project-{self.project_id}":
                 return _json(422, {"error": "Validation failed: unknown section or kind"})
             with self._lock:
+                if self.faults.regenerate_in_place and self.talk_requests[kind]:
+                    record = self.talk_requests[kind][0]
+                    record.update(state="pending", url=None, _polls_left=self.faults.talk_pending_polls,
+                                  _in_place=True)
+                    return _json(201, {"data_requests": [_public(record)]})
                 recent = [r for r in self.talk_requests[kind] if r["_made"] > time.time() - 86400]
                 if recent and self.faults.talk_refuse_repeat:
                     return _json(422, {"error": "Validation failed: a data request was already made today"})
@@ -675,7 +702,8 @@ class LoopbackZooniverse:
                     else:
                         self._talk_blob(kind, record["id"])
                         record["state"] = "finished"
-                        record["updated_at"] = _iso(time.time())
+                        if not record.get("_in_place"):
+                            record["updated_at"] = _iso(time.time())
                 if record["state"] == "finished":   # a fresh presigned URL on every look
                     record["url"] = self._presign(f"/media/talk/{record['id']}/project-{self.project_id}-{kind}.tar.gz")
             return _json(200, {"data_requests": [_public(r) for r in found]})
