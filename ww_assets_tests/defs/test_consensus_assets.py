@@ -8,9 +8,13 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
 import pytest
 
 from ww_assets.consensus import partitions
+from ww_assets.consensus.reductions import REDUCTION_COLUMNS
 from ww_assets.defs.resources import (ImageSourceResource, ModelSourceResource, SampleResource, StorageResource,
                                       WarehouseResource, ZooniverseResource)
 from ww_assets.storage import StorageLayout
@@ -48,9 +52,24 @@ def test_assets_materialise_with_passing_checks(tiny_sample, storage_root):
     assert ("subject_consensus", "every_row_has_a_subject") in names
     mats = {m.asset_key.to_user_string(): m.metadata for m in result.get_asset_materialization_events()
             for m in [m.event_specific_data.materialization]}
-    assert set(mats) == {"image_exposures", "volunteer_consensus", "talk_consensus", "subject_consensus"}
+    assert set(mats) == {"image_exposures", "volunteer_consensus", "talk_consensus", "subject_consensus",
+                         "subject_reductions"}
     assert mats["volunteer_consensus"]["dagster/row_count"].value > 0
     assert "fraction_histogram" in mats["volunteer_consensus"]
+    # the reductions CSV: one row per subject, panoptes_aggregation's columns, the warehouse's numbers
+    layout = StorageLayout(storage_root)
+    reductions = pd.read_csv(layout.analysis_file("subject_reductions"))
+    assert list(reductions.columns) == REDUCTION_COLUMNS
+    with duckdb.connect(str(layout.warehouse), read_only=True) as con:
+        cons = con.execute("SELECT subject_id, shown, selected, fraction FROM consensus.subject_consensus "
+                           "ORDER BY subject_id").df()
+        workflows = [r[0] for r in con.execute("SELECT DISTINCT workflow_id FROM raw.classifications").fetchall()]
+    assert reductions["subject_id"].tolist() == cons["subject_id"].tolist() and reductions["subject_id"].is_unique
+    assert reductions["data.shown"].tolist() == cons["shown"].tolist()
+    assert reductions["data.selected"].tolist() == cons["selected"].tolist()
+    assert np.allclose(reductions["data.fraction"], cons["fraction"], equal_nan=True, rtol=0, atol=1e-15)
+    assert len(workflows) == 1 and set(reductions["workflow_id"]) == set(workflows)
+    assert set(reductions["task"]) == {"T0"} and mats["subject_reductions"]["counted"].value == "every classification"
     # nothing personal in the metadata
     text = json.dumps({k: str(v) for m in mats.values() for k, v in m.items()})
     assert "not-logged-in" not in text and "user_name" not in text

@@ -5,13 +5,14 @@ first one (or one after a change of the consensus code) builds in full."""
 import dagster as dg
 
 from ww_assets.analysis.comparison import ComparisonConfig
-from ww_assets.consensus import checks, summaries
+from ww_assets.consensus import checks, reductions, summaries
+from ww_assets.consensus.counting import current_rules
 from ww_assets.consensus.exposures import build_image_exposures
 from ww_assets.consensus.subjects import build_subject_consensus
 from ww_assets.consensus.talk import build_talk_consensus
 from ww_assets.consensus.volunteer import build_volunteer_consensus
 from ww_assets.defs.automation import FOLLOW_INPUTS, consensus_freshness
-from ww_assets.defs.metadata import png_markdown, table_markdown
+from ww_assets.defs.metadata import png_markdown, table_markdown, table_metadata, table_schema
 from ww_assets.defs.pools import DUCKDB_POOL
 from ww_assets.defs.resources import StorageResource, WarehouseResource
 from ww_assets.plotting.consensus import fraction_histogram
@@ -86,3 +87,28 @@ def subject_consensus(context: dg.AssetExecutionContext, duckdb: WarehouseResour
         meta["subjects_never_shown"] = summaries.subjects_never_shown(con)
         meta["preview"] = table_markdown(summaries.subject_preview(con))
     return dg.MaterializeResult(metadata=meta)
+
+
+class SubjectReductionsConfig(dg.Config):
+    """``task``: the task key the clicks were read from (the annotation of the classifications ingest)."""
+
+    task: str = "T0"
+
+
+@dg.asset(kinds={"duckdb", "csv"}, deps=["subject_consensus"], automation_condition=FOLLOW_INPUTS, description=(
+    "Per-subject reductions in panoptes_aggregation's flat shape (subject_id, workflow_id, task, reducer, "
+    "data.shown, data.selected, data.fraction and its Wilson interval, data.pages, Talk counts), one row per "
+    "subject, as analysis/subject_reductions.csv; which classifications count is set by WW_CONSENSUS_WORKFLOW_ID "
+    "and WW_CONSENSUS_MIN_WORKFLOW_VERSION (default: all)."))
+def subject_reductions(context: dg.AssetExecutionContext, config: SubjectReductionsConfig,
+                       duckdb: WarehouseResource, storage: StorageResource) -> dg.MaterializeResult:
+    rules = current_rules()
+    with duckdb.get_connection() as con:
+        frame = reductions.subject_reductions(con, rules, config.task)
+    path = reductions.write_reductions_csv(frame, storage.layout.analysis_file("subject_reductions"))
+    context.log.info(f"subject_reductions: {len(frame):,} subjects ({rules.describe()}) -> {path}")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": dg.MetadataValue.int(len(frame)),
+        "dagster/column_schema": table_schema(frame),
+        "counted": rules.describe(), "path": dg.MetadataValue.path(str(path)),
+        "preview": table_metadata(frame, max_rows=10)})
