@@ -264,7 +264,7 @@ def reconstructions(model_dir: str | Path, images: np.ndarray, noise: np.ndarray
 
 # --------------------------------------------------------------------------------------------- the page
 _HOVER = """
-<div style="width:230px;font:12px sans-serif">
+<div style="width:270px;font:12px sans-serif">
   <img src="@thumb" alt="" width="64" height="64" style="float:left;margin:0 6px 4px 0;image-rendering:pixelated">
   <b>@image_id</b><br>anomaly @anom_text<br>volunteers @vol_text<br>hashtag @tag_text<br>@radec
 </div>
