@@ -1,9 +1,14 @@
-"""What an ingest records about itself: :class:`IngestReport`, its ``raw.ingest_log`` row, the ``raw.quarantine``
-rows of lines the reader rejected, and :func:`previous_ingest` (has this exact file been read already?).
+"""What an ingest records about itself: :class:`IngestReport`, its ``raw.ingest_log`` row, its ``raw.quarantine``
+rows (:class:`QuarantineBatch`), and :func:`previous_ingest` (has this exact file been read already?).
 
-A quarantined row is recorded by file, line, parsed natural key and reason, never by its content, so the
-quarantine holds nothing personal. Every write here happens inside the ingest's own transaction: a failed ingest
-leaves no log row and no quarantine rows behind.
+A quarantined row is recorded by file, line, natural key (read from the broken row when it can be) and reason,
+never by its content, so the quarantine holds nothing personal. Every write here happens inside the ingest's own
+transaction: a failed ingest leaves no log row and no quarantine rows behind.
+
+The quarantine is idempotent: a row's identity is ``record_key``, the keyed SHA-256 of the record's text and its
+occurrence among identical records of the file (``<hash>#1``, ``#2``, ...), and a row is written only when no row
+of that table has its key. So reading a file again, the same file under another name, or a later export that
+repeats the earlier rows adds nothing; two identical bad lines in one file stay two rows.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ import uuid
 
 from ww_assets.zooniverse.ingest.schema import ensure_raw_schema
 
-__all__ = ["IngestReport", "IngestRun", "previous_ingest", "log_ingest", "quarantine_rejected"]
+__all__ = ["IngestReport", "IngestRun", "QuarantineBatch", "previous_ingest", "log_ingest"]
 
 
 @dataclasses.dataclass(frozen=True)
 class IngestReport:
-    """What one file's ingest did. ``rows_seen = rows_new + rows_duplicate + rows_quarantined``."""
+    """What one file's ingest did. ``rows_seen = rows_new + rows_duplicate + rows_quarantined``.
+
+    ``rows_quarantined`` counts this file's bad rows (lines), ``rows_quarantined_new`` those of them not in
+    ``raw.quarantine`` before; ``quarantine_reasons`` counts this file's bad rows by reason."""
 
     table: str
     source_file: str
@@ -34,6 +42,7 @@ class IngestReport:
     source_label: str | None = None
     seconds: float = 0.0
     quarantine_reasons: dict[str, int] = dataclasses.field(default_factory=dict)
+    rows_quarantined_new: int = 0
 
     def as_metadata(self) -> dict:
         """Plain values for asset metadata (no row content, so nothing personal)."""
@@ -45,6 +54,7 @@ class IngestReport:
             "rows_new": self.rows_new,
             "rows_duplicate": self.rows_duplicate,
             "rows_quarantined": self.rows_quarantined,
+            "rows_quarantined_new": self.rows_quarantined_new,
             "newest_created_at": self.newest_created_at.isoformat() if self.newest_created_at else "",
             "ingest_id": self.ingest_id,
             "ingest_seconds": round(self.seconds, 3),
@@ -71,14 +81,16 @@ class IngestRun:
     started: dt.datetime = dataclasses.field(default_factory=_now_utc)   # naive UTC, as DuckDB TIMESTAMP
     clock: float = dataclasses.field(default_factory=time.perf_counter)
 
-    def finish(self, con, *, rows_seen: int, rows_new: int, rows_quarantined: int,
+    def finish(self, con, *, rows_seen: int, rows_new: int, quarantine: QuarantineBatch,
                newest_created_at: dt.datetime | None) -> IngestReport:
-        """The report of this ingest, written to ``raw.ingest_log`` (call inside the ingest's transaction)."""
+        """The report of this ingest, written to ``raw.ingest_log`` after ``quarantine`` is written (call inside
+        the ingest's transaction)."""
+        n_bad, n_bad_new, reasons = quarantine.write()
         report = IngestReport(
             table=self.table, source_file=self.source_file, rows_seen=rows_seen, rows_new=rows_new,
-            rows_duplicate=rows_seen - rows_new - rows_quarantined, rows_quarantined=rows_quarantined,
+            rows_duplicate=rows_seen - rows_new - n_bad, rows_quarantined=n_bad,
             newest_created_at=newest_created_at, ingest_id=self.ingest_id, source_label=self.source_label,
-            seconds=time.perf_counter() - self.clock, quarantine_reasons=_quarantine_reasons(con, self.ingest_id))
+            seconds=time.perf_counter() - self.clock, quarantine_reasons=reasons, rows_quarantined_new=n_bad_new)
         log_ingest(con, report, self.started)
         return report
 
@@ -121,17 +133,56 @@ def previous_ingest(con, table: str, path) -> str | None:
     return row[0] if row else None
 
 
-def _quarantine_reasons(con, ingest_id: str) -> dict[str, int]:
-    rows = con.execute(
-        "SELECT reason, count(*) FROM raw.quarantine WHERE ingest_id = ? GROUP BY 1 ORDER BY 2 DESC", [ingest_id]
-    ).fetchall()
-    return {reason: int(n) for reason, n in rows}
+_SEEN = "_ww_quarantine_seen"
+_NUMBERED = "_ww_quarantine_numbered"
 
 
-def quarantine_rejected(con, run: IngestRun, rejected: list[tuple[int, str]]) -> None:
-    """Quarantine the lines the reader rejected: (line, reason) each, no natural key (none could be parsed)."""
-    if rejected:
-        con.executemany(
-            "INSERT INTO raw.quarantine VALUES (?, ?, ?, NULL, ?, ?, ?)",
-            [[run.table, run.source_file, line, reason, run.ingest_id, run.started] for line, reason in rejected],
-        )
+class QuarantineBatch:
+    """The bad rows of one ingest: gathered while the ingest runs (:meth:`add_sql`, :meth:`add_rejected`), then
+    written to ``raw.quarantine`` in one statement, each only when its ``record_key`` is not there yet.
+
+    A row added with no record hash (a classification known bad by its id from an earlier read, whose text this
+    ingest did not look at) is counted and never written: it is in the quarantine already. Rows written before
+    ``record_key`` existed (NULL key) are matched by table, file and line, and get their key.
+    """
+
+    def __init__(self, con, run: IngestRun) -> None:
+        self.con, self.run = con, run
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {_SEEN} (
+                            source_line BIGINT, natural_key VARCHAR, reason VARCHAR, record_hash VARCHAR)""")
+
+    def add_sql(self, select_sql: str, params: dict | None = None) -> None:
+        """Add the rows of ``select_sql``: (source_line, natural_key, reason, record_hash)."""
+        self.con.execute(f"INSERT INTO {_SEEN} {select_sql}", params or {})
+
+    def add_rejected(self, rejected) -> None:
+        """Add the lines the reader rejected (``csv_reader.RejectedLine`` each)."""
+        if rejected:
+            self.con.executemany(f"INSERT INTO {_SEEN} VALUES (?, ?, ?, ?)",
+                                 [[r.line, r.natural_key, r.reason, r.record_hash] for r in rejected])
+
+    def write(self) -> tuple[int, int, dict[str, int]]:
+        """Write the rows not quarantined yet. Returns (rows of this ingest, rows written, count by reason)."""
+        con, run = self.con, self.run
+        params = {"table": run.table, "source_file": run.source_file}
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {_NUMBERED} AS
+                        SELECT *, record_hash || '#' || row_number() OVER (
+                                      PARTITION BY record_hash ORDER BY source_line) AS record_key
+                        FROM {_SEEN} WHERE record_hash IS NOT NULL""")
+        con.execute(f"""UPDATE raw.quarantine q SET record_key = n.record_key FROM {_NUMBERED} n
+                        WHERE q.record_key IS NULL AND q.table_name = $table AND q.source_file = $source_file
+                          AND q.source_line = n.source_line""", params)
+        written = con.execute(
+            f"""INSERT INTO raw.quarantine (table_name, source_file, source_line, natural_key, reason, ingest_id,
+                                            quarantined_at, record_key)
+                SELECT $table, $source_file, source_line, natural_key, reason, $iid, $now, record_key
+                FROM {_NUMBERED} n
+                WHERE NOT EXISTS (SELECT 1 FROM raw.quarantine q
+                                  WHERE q.table_name = $table AND q.record_key = n.record_key)
+                ORDER BY source_line""", {**params, "iid": run.ingest_id, "now": run.started}).fetchone()[0]
+        seen = con.execute(f"SELECT count(*) FROM {_SEEN}").fetchone()[0]
+        reasons = {str(reason): int(n) for reason, n in con.execute(
+            f"SELECT reason, count(*) FROM {_SEEN} GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()}
+        con.execute(f"DROP TABLE IF EXISTS {_SEEN}")
+        con.execute(f"DROP TABLE IF EXISTS {_NUMBERED}")
+        return int(seen), int(written), reasons

@@ -22,13 +22,20 @@ import time
 from functools import partial
 from pathlib import Path
 
+import duckdb
+
 from ww_assets import settings
 from ww_assets.duckdb_sql import insertion_order, transaction
 from ww_assets.zooniverse import formats
-from ww_assets.zooniverse.ingest.bookkeeping import IngestReport, IngestRun, quarantine_rejected
+from ww_assets.zooniverse.ingest.bookkeeping import IngestReport, IngestRun, QuarantineBatch
 from ww_assets.zooniverse.ingest.csv_reader import (
+    ReadableCopyNeeded,
+    RejectedLine,
     csv_source,
     drop_rejects,
+    is_reader_state_error,
+    needs_readable_copy,
+    readable_copy,
     rejected_lines,
     require_header,
     set_source_lines,
@@ -56,12 +63,29 @@ class _StepTimer:
         self.last = now
 
 
+#: The columns of a row that make its identity in the quarantine (every column the ingest reads but metadata,
+#: which is read only on request).
+_HASHED = ("cid_txt", "user_id", "user_name", "workflow_id", "workflow_name", "workflow_version", "created_at",
+           "annotations", "subject_data", "subject_ids")
+
+#: Why a row holding a line break is quarantined (its continuation lines are quarantined too).
+LINE_BREAK_REASON = "a quoted field holds a line break (unbalanced quotes?)"
+
+
+def _line_breaks(columns: list[str]) -> tuple[str, str]:
+    """SQL over the ``src`` columns: (does any hold a line break, how many line breaks they hold)."""
+    any_ = " OR ".join(f"contains({col}, chr(10))" for col in columns)
+    count = " + ".join(f"coalesce(length({col}) - length(replace({col}, chr(10), '')), 0)" for col in columns)
+    return f"({any_})", f"({count})"
+
+
 def _classification_select(header: list[str], src_sql: str, *, live_sql: str, line_sql: str, task: str,
-                           keep_metadata: bool = True) -> str:
+                           keep_metadata: bool = True, where_sql: str = "TRUE") -> str:
     """The SELECT that turns CSV rows into ``raw.classifications`` rows (placeholders for non-live/bad rows).
 
     ``live_sql`` (over ``cid``) says which rows to parse; the others become bare ``(classification_id)``
-    placeholders tagged ``$iid_cand``. Bad rows become placeholders tagged ``$iid_bad`` carrying their reason.
+    placeholders tagged ``$iid_cand``. Bad rows become placeholders tagged ``$iid_bad`` carrying their reason, record
+    hash and (a row holding a line break) its extra lines in ``metadata``; ``where_sql`` filters the rows.
     One statement on purpose (longer than a function should be): split, DuckDB would lose the file order that
     gives each row its line, or parse the JSON columns twice.
     """
@@ -71,19 +95,26 @@ def _classification_select(header: list[str], src_sql: str, *, live_sql: str, li
     meta_object = "json_object(" + ", ".join(f"{lit(k)}, m[{i + 1}]" for i, k in enumerate(keep)) + ")"
     identity = sql_identity("user_id", "user_name")
     ok = "live AND reason IS NULL"
+    breaks_any, breaks_count = _line_breaks(list(_HASHED) + (["metadata"] if keep_metadata else []))
     return f"""
-    WITH src AS (
+    WITH src0 AS (
         SELECT
             nullif(trim({c('classification_id')}), '') AS cid_txt,
-            try_cast(nullif(trim({c('classification_id')}), '') AS BIGINT) AS cid,
             {c('user_id')} AS user_id, {c('user_name')} AS user_name,
             {c('workflow_id')} AS workflow_id, {c('workflow_name')} AS workflow_name,
             {c('workflow_version')} AS workflow_version, {c('created_at')} AS created_at,
             {c('metadata')} AS metadata, {c('annotations')} AS annotations,
             {c('subject_data')} AS subject_data, {c('subject_ids')} AS subject_ids
         FROM {src_sql}
+    ), src AS (
+        -- the id only when it is written as a plain integer ('0012' and '12.0' are not the id 12)
+        SELECT *, CASE WHEN try_cast(cid_txt AS BIGINT)::VARCHAR = cid_txt THEN try_cast(cid_txt AS BIGINT) END AS cid
+        FROM src0
     ), marked AS (
-        SELECT *, coalesce({live_sql}, true) AS live FROM src
+        -- a field holding a line break means broken quoting swallowed the lines after it: checked on every row
+        SELECT *, coalesce({live_sql}, true) AS live,
+            CASE WHEN {breaks_any} THEN {breaks_count} END AS extra_lines
+        FROM src
     ), parsed AS (
         -- every parse sits under CASE WHEN live: rows already stored cost a comparison and nothing more
         SELECT *,
@@ -112,7 +143,7 @@ def _classification_select(header: list[str], src_sql: str, *, live_sql: str, li
         FROM parsed
     ), judged AS (
         SELECT *,
-            CASE WHEN live THEN CASE
+            CASE WHEN extra_lines IS NOT NULL THEN {lit(LINE_BREAK_REASON)} WHEN live THEN CASE
                 WHEN cid_txt IS NULL THEN 'classification_id is empty'
                 WHEN cid IS NULL OR cid::VARCHAR <> cid_txt THEN 'classification_id is not an integer'
                 WHEN uid_txt IS NOT NULL AND try_cast(uid_txt AS BIGINT)::VARCHAR IS DISTINCT FROM uid_txt
@@ -148,12 +179,16 @@ def _classification_select(header: list[str], src_sql: str, *, live_sql: str, li
         CASE WHEN {ok} THEN page END,
         CASE WHEN {ok} THEN sel END,
         CASE WHEN {ok} AND m IS NOT NULL THEN {meta_object}
-             WHEN reason IS NOT NULL THEN json_object('quarantine_reason', reason) END,
+             WHEN reason IS NOT NULL THEN json_object(
+                 'quarantine_reason', reason, 'extra_lines', extra_lines,
+                 -- the quarantine identity: keyed hash of the fields read (never stored as text)
+                 'record_hash', sha256($key || chr(31) || to_json(list_value({', '.join(_HASHED)})))) END,
         $source_file,
         {line_sql},
-        CASE WHEN NOT live THEN $iid_cand WHEN reason IS NULL THEN $iid ELSE $iid_bad END,
+        CASE WHEN reason IS NOT NULL THEN $iid_bad WHEN NOT live THEN $iid_cand ELSE $iid END,
         $now
     FROM judged
+    WHERE {where_sql}
     """
 
 
@@ -162,36 +197,53 @@ class _Pass:
     """What every step of one ingest needs: the file, how to SELECT from it, and the ingest's row tags."""
 
     run: IngestRun
-    path: Path
+    path: Path            # the file read: the export, or its readable copy (csv_reader.readable_copy)
     header: list[str]
     select: partial       # _classification_select with header, task and keep_metadata bound
     ids: dict             # the ingest_id tags of new rows, of placeholders of known ids, of bad rows' placeholders
     params: dict          # every parameter of the SELECT
+    replaced: dict        # line -> (original text, reason) of the lines the readable copy replaced
 
 
 _THIS_INGEST = "ingest_id IN ($iid, $iid_cand, $iid_bad)"
 
 
-def _append_file(con, p: _Pass) -> tuple[int, list[tuple[int, str]]]:
+def _append_file(con, p: _Pass) -> tuple[int, list[RejectedLine]]:
     """Append every record of the file in file order (rows above the largest stored id parsed, the rest as
-    placeholders) and give each its line. Returns (records seen, rejected lines)."""
+    placeholders) and give each its line. Returns (records seen, lines that gave no row)."""
     hi = con.execute("SELECT max(classification_id) FROM raw.classifications").fetchone()[0]
     live = "TRUE" if hi is None else f"(cid IS NULL OR cid > {int(hi)})"
     first = p.select(csv_source(p.path, p.header), live_sql=live, line_sql="NULL::BIGINT")
     con.execute(f"INSERT INTO raw.classifications {first}", p.params)
-    rejected = rejected_lines(con)
-    drop_rejects(con)
     base = con.execute(f"SELECT min(rowid) FROM raw.classifications WHERE {_THIS_INGEST}", p.ids).fetchone()[0]
+    # a record over several lines (broken quoting): DuckDB's lines are records then, and some may be lost
+    if needs_readable_copy(con) or con.execute(
+            "SELECT count(*) FROM raw.classifications WHERE ingest_id = $iid_bad AND metadata->>'extra_lines' "
+            "IS NOT NULL", {"iid_bad": p.ids["iid_bad"]}).fetchone()[0]:
+        raise ReadableCopyNeeded(str(p.path))
+    rejected = rejected_lines(con, hash_key=p.params["key"], key_index=p.header.index("classification_id"),
+                              replaced=p.replaced)
+    drop_rejects(con)
     if base is not None:
         set_source_lines(con, "raw.classifications", _THIS_INGEST, base, rejected, p.ids)
     seen = con.execute(f"SELECT count(*) FROM raw.classifications WHERE {_THIS_INGEST}", p.ids).fetchone()[0]
     return seen + len(rejected), rejected
 
 
-def _resolve_placeholders(con, p: _Pass) -> int:
-    """Sort the placeholders out. Stored ids are duplicates (dropped later); ids quarantined before are quarantined
-    again with their earlier reason (export rows never change); any other is new after all (a project export read
-    after a workflow export) and parsed from a second scan filtered by id. Returns the number quarantined again."""
+#: The earlier quarantine reasons that say a row itself is bad (export rows never change). Not the lines the reader
+#: could not split: a later export may hold the whole row where an earlier one held a line cut short.
+_TRUSTED_EARLIER = f"""
+    SELECT natural_key, arg_max(reason, quarantined_at) AS reason FROM raw.quarantine
+    WHERE table_name = 'classifications' AND natural_key IS NOT NULL
+      AND reason NOT LIKE 'unreadable CSV line%' AND reason <> {lit(LINE_BREAK_REASON)}
+    GROUP BY 1"""
+
+
+def _resolve_placeholders(con, p: _Pass, quarantine: QuarantineBatch) -> int:
+    """Sort the placeholders out. Stored ids are duplicates (dropped later); ids quarantined before are counted
+    as quarantined again with their earlier reason (and not written twice); any other is new after all (a project
+    export read after a workflow export) and parsed from a second scan filtered by id. Returns the number counted
+    as quarantined again."""
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _ww_unknown AS
            SELECT k.classification_id AS cid, k.source_line AS line
@@ -199,36 +251,31 @@ def _resolve_placeholders(con, p: _Pass) -> int:
            ANTI JOIN (SELECT classification_id FROM raw.classifications
                       WHERE ingest_id <> $iid_cand AND classification_id IS NOT NULL) e
            ON k.classification_id = e.classification_id""", {"iid_cand": p.ids["iid_cand"]})
-    n_again = con.execute(
-        """INSERT INTO raw.quarantine
-           SELECT 'classifications', $source_file, u.line, u.cid::VARCHAR, q.reason, $iid, $now
-           FROM _ww_unknown u JOIN (
-               SELECT natural_key, arg_max(reason, quarantined_at) AS reason FROM raw.quarantine
-               WHERE table_name = 'classifications' AND natural_key IS NOT NULL GROUP BY 1) q
-           ON q.natural_key = u.cid::VARCHAR ORDER BY u.line""",
-        {"source_file": p.run.source_file, "iid": p.run.ingest_id, "now": p.run.started}).fetchone()[0]
-    if n_again:
-        con.execute("""DELETE FROM _ww_unknown WHERE cid::VARCHAR IN (
-                           SELECT natural_key FROM raw.quarantine WHERE table_name = 'classifications')""")
-    if con.execute("SELECT count(*) FROM _ww_unknown").fetchone()[0]:
+    n_before = con.execute("SELECT count(*) FROM _ww_unknown").fetchone()[0]
+    if n_before:
+        quarantine.add_sql(f"""SELECT u.line, u.cid::VARCHAR, q.reason, NULL
+                               FROM _ww_unknown u JOIN ({_TRUSTED_EARLIER}) q ON q.natural_key = u.cid::VARCHAR""")
+        con.execute(f"""DELETE FROM _ww_unknown WHERE cid::VARCHAR IN (SELECT natural_key FROM ({_TRUSTED_EARLIER}))""")
+    n_left = con.execute("SELECT count(*) FROM _ww_unknown").fetchone()[0]
+    if n_left:
         src = csv_source(p.path, p.header, keep_rejects=False)
+        strict_id = "try_cast(nullif(trim(classification_id), '') AS BIGINT)"
         second = p.select(
-            f"{src} WHERE try_cast(nullif(trim(classification_id), '') AS BIGINT) IN (SELECT cid FROM _ww_unknown)",
-            live_sql="TRUE", line_sql="(SELECT min(line) FROM _ww_unknown u WHERE u.cid = judged.cid)")
+            f"{src} WHERE {strict_id} IN (SELECT cid FROM _ww_unknown) "
+            f"AND {strict_id}::VARCHAR = trim(classification_id)",
+            live_sql="TRUE", line_sql="(SELECT min(line) FROM _ww_unknown u WHERE u.cid = judged.cid)",
+            where_sql="extra_lines IS NULL")     # a row with a line break was quarantined by the first scan
         con.execute(f"INSERT INTO raw.classifications {second}", p.params)
     con.execute("DROP TABLE IF EXISTS _ww_unknown")
-    return n_again
+    return n_before - n_left
 
 
-def _quarantine_bad_rows(con, p: _Pass, rejected: list[tuple[int, str]]) -> int:
-    """Move the bad rows' placeholders (and the rejected lines) to raw.quarantine. Returns the bad rows."""
-    con.execute(
-        """INSERT INTO raw.quarantine
-           SELECT 'classifications', source_file, source_line, classification_id::VARCHAR,
-                  metadata->>'quarantine_reason', $iid, $now
-           FROM raw.classifications WHERE ingest_id = $iid_bad ORDER BY source_line""",
-        {"iid": p.run.ingest_id, "iid_bad": p.ids["iid_bad"], "now": p.run.started})
-    quarantine_rejected(con, p.run, rejected)
+def _quarantine_bad_rows(con, p: _Pass, rejected: list[RejectedLine], quarantine: QuarantineBatch) -> int:
+    """Move the bad rows' placeholders (and the rejected lines) to the quarantine. Returns the bad rows."""
+    quarantine.add_sql(
+        """SELECT source_line, classification_id::VARCHAR, metadata->>'quarantine_reason', metadata->>'record_hash'
+           FROM raw.classifications WHERE ingest_id = $iid_bad""", {"iid_bad": p.ids["iid_bad"]})
+    quarantine.add_rejected(rejected)
     return con.execute("DELETE FROM raw.classifications WHERE ingest_id = $iid_bad",
                        {"iid_bad": p.ids["iid_bad"]}).fetchone()[0]
 
@@ -277,25 +324,39 @@ def ingest_classifications_csv(con, path, *, pseudonym_key: str, source_label: s
     run = IngestRun(table="classifications", source_file=str(path), source_label=source_label)
     ensure_raw_schema(con)
     ids = {"iid": run.ingest_id, "iid_cand": run.ingest_id + "#known", "iid_bad": run.ingest_id + "#bad"}
-    p = _Pass(run=run, path=path, header=header,
-              select=partial(_classification_select, header, task=task, keep_metadata=keep_metadata), ids=ids,
-              params={"key": pseudonym_key, "source_file": run.source_file, "now": run.started, **ids})
+    select = partial(_classification_select, header, task=task, keep_metadata=keep_metadata)
+    params = {"key": pseudonym_key, "source_file": run.source_file, "now": run.started, **ids}
+    try:
+        return _ingest(con, _Pass(run=run, path=path, header=header, select=select, ids=ids, params=params,
+                                  replaced={}))
+    except (duckdb.Error, ReadableCopyNeeded) as exc:
+        if not is_reader_state_error(exc):
+            raise
+    # broken quoting or a stray carriage return: read a copy where each such line is one rejected line
+    with readable_copy(path) as (copy, replaced):
+        return _ingest(con, _Pass(run=run, path=copy, header=header, select=select, ids=ids, params=params,
+                                  replaced=replaced))
+
+
+def _ingest(con, p: _Pass) -> IngestReport:
+    """One ingest of ``p.path`` in one transaction (the steps of :func:`ingest_classifications_csv`)."""
     step = _StepTimer()
     with insertion_order(con, keep=True):
         drop_rejects(con)
         try:
             with transaction(con):
+                quarantine = QuarantineBatch(con, p.run)
                 seen, rejected = _append_file(con, p)
                 step("insert and lines")
-                n_again = _resolve_placeholders(con, p)
+                _resolve_placeholders(con, p, quarantine)
                 step("known ids")
-                n_bad = _quarantine_bad_rows(con, p, rejected)
+                _quarantine_bad_rows(con, p, rejected, quarantine)
                 step("quarantine")
                 n_new = _drop_repeats(con, p)
                 step("placeholders and repeats")
                 newest = con.execute("SELECT max(created_at) FROM raw.classifications").fetchone()[0]
-                report = run.finish(con, rows_seen=seen, rows_new=n_new,
-                                    rows_quarantined=n_bad + n_again + len(rejected), newest_created_at=newest)
+                report = p.run.finish(con, rows_seen=seen, rows_new=n_new, quarantine=quarantine,
+                                      newest_created_at=newest)
             step("log and commit")
         finally:
             drop_rejects(con)

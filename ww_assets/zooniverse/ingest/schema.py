@@ -96,10 +96,11 @@ RAW_DDL = {
             table_name VARCHAR,
             source_file VARCHAR,
             source_line BIGINT,
-            natural_key VARCHAR,               -- the parsed key when it could be parsed, else NULL
+            natural_key VARCHAR,               -- the record's id when it can be read, even from a broken row
             reason VARCHAR,
             ingest_id VARCHAR,
-            quarantined_at TIMESTAMP)""",
+            quarantined_at TIMESTAMP,
+            record_key VARCHAR)                -- identity: keyed hash of the record text '#' its occurrence""",
     "ingest_log": """
         CREATE TABLE IF NOT EXISTS raw.ingest_log (
             ingest_id VARCHAR,
@@ -118,8 +119,31 @@ RAW_DDL = {
 }
 
 
+def _has_column(con, table: str, column: str) -> bool:
+    return bool(con.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE schema_name = ? AND table_name = ? AND column_name = ?",
+        [RAW_SCHEMA, table, column]).fetchone()[0])
+
+
+def _upgrade_quarantine(con) -> None:
+    """Bring a ``raw.quarantine`` written before ``record_key`` existed up to date (once).
+
+    Such a warehouse holds one copy of a bad row per read of its file; the copies (same table, file, line and
+    reason) are folded into the first, so counts by reason are right again, and then the column is added. The
+    fold is idempotent and comes first, so an upgrade killed half-way is finished by the next call. The old rows'
+    ``record_key`` stays NULL until their file is read again (``bookkeeping.QuarantineBatch`` fills it then).
+    """
+    if _has_column(con, "quarantine", "record_key"):
+        return
+    con.execute("""DELETE FROM raw.quarantine WHERE rowid NOT IN (
+                       SELECT min(rowid) FROM raw.quarantine GROUP BY table_name, source_file, source_line, reason)""")
+    con.execute("ALTER TABLE raw.quarantine ADD COLUMN record_key VARCHAR")
+
+
 def ensure_raw_schema(con) -> None:
-    """Create schema ``raw`` and every raw table if missing (idempotent)."""
+    """Create schema ``raw`` and every raw table if missing, and add the columns that later versions added to
+    an existing warehouse (idempotent; the schema evolution is :func:`_upgrade_quarantine`)."""
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}")
     for ddl in RAW_DDL.values():
         con.execute(ddl)
+    _upgrade_quarantine(con)

@@ -12,9 +12,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import duckdb
+
 from ww_assets.duckdb_sql import insertion_order, transaction
-from ww_assets.zooniverse.ingest.bookkeeping import IngestReport, IngestRun, quarantine_rejected
-from ww_assets.zooniverse.ingest.csv_reader import drop_rejects, line_sql, rejected_lines, require_header
+from ww_assets.zooniverse.ingest.bookkeeping import IngestReport, IngestRun, QuarantineBatch
+from ww_assets.zooniverse.ingest.csv_reader import (
+    ReadableCopyNeeded,
+    RejectedLine,
+    drop_rejects,
+    is_reader_state_error,
+    line_sql,
+    needs_readable_copy,
+    readable_copy,
+    rejected_lines,
+    require_header,
+)
 from ww_assets.zooniverse.ingest.schema import ensure_raw_schema
 
 __all__ = ["ingest_staged", "ingest_staged_csv"]
@@ -25,26 +37,32 @@ _STAGE = "_ww_ingest_stage"
 LineOf = Callable[[str, list], str]
 
 
+def _stage_columns(con) -> set[str]:
+    return {d[0] for d in con.execute(f"SELECT * FROM {_STAGE} LIMIT 0").description}
+
+
 def ingest_staged(con, run: IngestRun, *, stage_sql: str, columns: list[str], key: list[str],
                   created_col: str | None, params: dict, line_of: LineOf,
-                  rejected: list[tuple[int, str]] | None) -> IngestReport:
-    """Append the good, new rows of ``stage_sql`` (``columns`` + ``_reason`` + ``_nkey``) to ``raw.<run.table>``.
+                  rejected: Callable[[], list[RejectedLine]] | list[RejectedLine]) -> IngestReport:
+    """Append the good, new rows of ``stage_sql`` (``columns`` + ``_reason`` + ``_nkey``, optionally
+    ``_record_hash``) to ``raw.<run.table>``.
 
-    ``rejected`` lists the lines the reader dropped; None reads them from the CSV rejects table once the stage
-    is built. Rows whose ``key`` is stored already are duplicates; a key twice in the file keeps its first line.
+    ``rejected`` lists the lines the reader dropped, or is called once the stage is built to read them from the
+    CSV rejects table. Rows whose ``key`` is stored already are duplicates; a key twice in the file keeps its first
+    line. A bad row's quarantine identity is ``_record_hash`` when the stage has it (a keyed hash of the record's
+    text), else a hash of the staged row.
     """
     table = run.table
     key_match = " AND ".join(f"t.{k} IS NOT DISTINCT FROM s.{k}" for k in key)
     row_params = {"source_file": run.source_file, "iid": run.ingest_id, "now": run.started}
     with transaction(con):
         con.execute(f"CREATE OR REPLACE TEMP TABLE {_STAGE} AS {stage_sql}", params)
-        if rejected is None:
-            rejected = rejected_lines(con)
+        if callable(rejected):
+            rejected = rejected()
         # rowids of a table made inside a transaction start at an arbitrary offset: count from the first one
         base = con.execute(f"SELECT coalesce(min(rowid), 0) FROM {_STAGE}").fetchone()[0]
         line = line_of(f"(rowid - {int(base)})", rejected)
-        n_kept, n_bad = con.execute(
-            f"SELECT count(*), count(*) FILTER (_reason IS NOT NULL) FROM {_STAGE}").fetchone()
+        n_kept = con.execute(f"SELECT count(*) FROM {_STAGE}").fetchone()[0]
         # the same key twice in one file keeps its first line; the window that finds it is only paid for when
         # the file has such keys (an aggregate over the key says so for a fraction of the cost). No ORDER BY: each
         # row carries its source_line, and sorting 8M wide subject rows cost more than the rest of the insert.
@@ -59,31 +77,51 @@ def ingest_staged(con, run: IngestRun, *, stage_sql: str, columns: list[str], ke
                     SELECT *, {line} AS _line, {nth} AS _nth FROM {_STAGE} WHERE _reason IS NULL) s
                 WHERE _nth = 1 AND NOT EXISTS (SELECT 1 FROM raw.{table} t WHERE {key_match})""",
             row_params).fetchone()[0]
-        con.execute(
-            f"""INSERT INTO raw.quarantine
-                SELECT $table, $source_file, {line}, _nkey, _reason, $iid, $now
-                FROM {_STAGE} WHERE _reason IS NOT NULL ORDER BY rowid""", {"table": table, **row_params})
-        quarantine_rejected(con, run, rejected)
+        quarantine = QuarantineBatch(con, run)
+        stage_hash = ("_record_hash" if "_record_hash" in _stage_columns(con)
+                      else f"sha256({_STAGE}::VARCHAR)")
+        quarantine.add_sql(f"SELECT {line}, _nkey, _reason, {stage_hash} FROM {_STAGE} WHERE _reason IS NOT NULL")
+        quarantine.add_rejected(rejected)
         con.execute(f"DROP TABLE IF EXISTS {_STAGE}")
         newest = (con.execute(f"SELECT max({created_col}) FROM raw.{table}").fetchone()[0]
                   if created_col else None)
-        return run.finish(con, rows_seen=n_kept + len(rejected), rows_new=n_new,
-                          rows_quarantined=n_bad + len(rejected), newest_created_at=newest)
+        return run.finish(con, rows_seen=n_kept + len(rejected), rows_new=n_new, quarantine=quarantine,
+                          newest_created_at=newest)
 
 
 def ingest_staged_csv(con, path, *, table: str, required: tuple[str, ...],
                       stage_of: Callable[[Path, list[str]], str], columns: list[str], key: list[str],
                       created_col: str | None, source_label: str | None) -> IngestReport:
     """:func:`ingest_staged` of a CSV export: its header checked against ``required``, the stage
-    ``stage_of(path, header)`` read through ``csv_reader.csv_source``, rejected lines quarantined."""
+    ``stage_of(path, header)`` read through ``csv_reader.csv_source``, rejected lines quarantined (with the
+    natural key read from their ``key[0]`` column when it can be). A file with broken quoting or a stray carriage
+    return is read again from ``csv_reader.readable_copy`` (a kept row holding a line break is not looked for
+    here: the stage does not carry the raw text)."""
     path = Path(path)
     header = require_header(path, required, table)
     ensure_raw_schema(con)
     run = IngestRun(table=table, source_file=str(path), source_label=source_label)
-    drop_rejects(con)
-    try:
-        with insertion_order(con, keep=True):
-            return ingest_staged(con, run, stage_sql=stage_of(path, header), columns=columns, key=key,
-                                 created_col=created_col, params={}, line_of=line_sql, rejected=None)
-    finally:
+    key_index = header.index(key[0]) if key[0] in header else None
+
+    def rejected(replaced: dict | None) -> list[RejectedLine]:
+        if needs_readable_copy(con):
+            raise ReadableCopyNeeded(str(path))
+        return rejected_lines(con, hash_key="", key_index=key_index, replaced=replaced)
+
+    def once(read_path: Path, replaced: dict | None) -> IngestReport:
         drop_rejects(con)
+        try:
+            with insertion_order(con, keep=True):
+                return ingest_staged(con, run, stage_sql=stage_of(read_path, header), columns=columns, key=key,
+                                     created_col=created_col, params={}, line_of=line_sql,
+                                     rejected=lambda: rejected(replaced))
+        finally:
+            drop_rejects(con)
+
+    try:
+        return once(path, None)
+    except (duckdb.Error, ReadableCopyNeeded) as exc:
+        if not is_reader_state_error(exc):
+            raise
+    with readable_copy(path) as (copy, replaced):
+        return once(copy, replaced)

@@ -67,7 +67,11 @@ def _keyed_object(id_field: str) -> list[Check]:
 
 
 def _natural_key(id_field: str) -> str:
-    return f"CASE WHEN json_type(json) = 'OBJECT' AND {_int_ok(id_field)} THEN {_int(id_field)}::VARCHAR END"
+    """SQL: the record's id as text whenever it reads as an integer, even when the record fails other checks."""
+    return (f"CASE WHEN json_type(json) = 'OBJECT' AND {_int_ok(id_field)} THEN {_int(id_field)}::VARCHAR END "
+            "AS _nkey, "
+            # the quarantine identity of a bad record: keyed hash of its JSON text (the logins in it stay unmatched)
+            "CASE WHEN _reason IS NOT NULL THEN sha256($key || chr(31) || json::VARCHAR) END AS _record_hash")
 
 
 def _comments_stage(src: str) -> str:
@@ -90,7 +94,7 @@ def _comments_stage(src: str) -> str:
         {_first_failure(*_keyed_object('comment_id'), _present('comment_user_id'),
                         *_integers('comment_user_id', 'comment_focus_id', 'discussion_id'),
                         (f"{created} IS NULL", 'comment_created_at is missing or not a timestamp'))} AS _reason,
-        {_natural_key('comment_id')} AS _nkey
+        {_natural_key('comment_id')}
     FROM {src}
     """
 
@@ -111,7 +115,7 @@ def _tags_stage(src: str) -> str:
         {_first_failure(*_keyed_object('id'), _present('name'), *_integers('user_id', 'taggable_id', 'comment_id'),
                         (f"{json_field('created_at')} IS NOT NULL AND {created} IS NULL",
                          'created_at is not a timestamp'))} AS _reason,
-        {_natural_key('id')} AS _nkey
+        {_natural_key('id')}
     FROM {src}
     """
 
