@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ww_assets.defs.ops.executor import executor_from_env
+from ww_assets.defs.ops.executor import executor_from_env, guarded_executor
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
@@ -31,7 +31,8 @@ def _definitions() -> dg.Definitions:
     # Built in a function: Dagster's module discovery (`-m ww_assets.definitions`, workspace.yaml) refuses a module
     # holding more than one Definitions object at module scope.
     autoloaded = _load_defs()
-    return dg.Definitions.merge(autoloaded, dg.Definitions(executor=executor_from_env(assets=autoloaded.assets or ())))
+    executor = guarded_executor(executor_from_env(assets=autoloaded.assets or ()))  # pool guard: ops/executor.py
+    return dg.Definitions.merge(autoloaded, dg.Definitions(executor=executor))
 
 
 defs = _definitions()
