@@ -6,3 +6,12 @@ Dagster layer is ``ww_assets.defs`` and ``ww_assets.definitions``. See ARCHITECT
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ``ww_assets.load`` without importing pandas (or anything else) until it is used
+    if name == "load":
+        from ww_assets.analysis.load import load
+
+        return load
+    raise AttributeError(f"module 'ww_assets' has no attribute {name!r}")
