@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 
 import dagster as dg
 import duckdb
@@ -210,3 +211,97 @@ def test_schedule_is_stopped_and_job_covers_the_group_and_downstream():
                                  "consensus_vs_score", "plots", "next_volunteer_round", "more_like_this"}
     assert not any(graph.get(dg.AssetKey(k)).partitions_def for k in keys)
     assert not {groups[k] for k in keys} & {"images", "scores", "model"}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# all or nothing (issue #18): an asset that reads two files checks both before it writes the first
+# --------------------------------------------------------------------------------------------------------------
+
+def _raw_rows(storage_root, table: str) -> int:
+    path = storage_root / "warehouse.duckdb"
+    if not path.exists():
+        return 0
+    con = duckdb.connect(str(path))
+    try:
+        there = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'raw' AND table_name = ?",
+                            [table]).fetchone()[0]
+        return con.execute(f"SELECT count(*) FROM raw.{table}").fetchone()[0] if there else 0
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("damage", ["missing", "wrong columns"])
+def test_subjects_asset_writes_nothing_when_its_workflows_file_is_bad(storage_root, tmp_path, damage):
+    truth = write_export_folder(tmp_path / "exports", n_pages=10)
+    workflows = truth.files["workflows"]
+    if damage == "missing":
+        workflows.unlink()
+    else:
+        workflows.write_text("id,name\n1,x\n", encoding="utf-8")
+    zooniverse = ZooniverseResource(source="export_folder", export_folder=str(truth.folder))
+    result = dg.materialize([zooniverse_subjects], resources=resources(storage_root, zooniverse),
+                            raise_on_error=False)
+    assert not result.success
+    message = result.get_step_failure_events()[0].step_failure_data.error.to_string()
+    assert "workflows" in message and (damage == "missing" or workflows.name in message), message
+    assert _raw_rows(storage_root, "subjects") == 0 and _raw_rows(storage_root, "ingest_log") == 0
+    # and with both files good, both land
+    write_export_folder(tmp_path / "exports", n_pages=10)
+    ok = dg.materialize([zooniverse_subjects], resources=resources(storage_root, zooniverse))
+    assert ok.success and _raw_rows(storage_root, "subjects") > 0 and _raw_rows(storage_root, "workflows") == 2
+
+
+# --------------------------------------------------------------------------------------------------------------
+# retention of raw downloads (WW_DOWNLOADS_KEEP)
+# --------------------------------------------------------------------------------------------------------------
+
+def _pull_tags_with_new_content(server, storage_root, tmp_path, n: int, instance):
+    server.exports_folder = write_export_folder(tmp_path / f"served-{n}", n_pages=60 + 10 * n).folder
+    live = ZooniverseResource(source="live", project=server.slug, talk_endpoint=server.talk_endpoint,
+                              generate_exports="always", wait_timeout_s=3.0, http_timeout_s=2.0, backoff_s=0.02,
+                              talk_poll_s=0.02)
+    result = dg.materialize([talk_tags], resources=resources(storage_root, live), instance=instance)
+    assert result.success
+    meta = materialization_metadata(result, "talk_tags")
+    meta["log"] = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message]
+    return meta
+
+
+def test_retention_keeps_the_newest_two_and_never_the_unread(loopback_zooniverse, storage_root, tmp_path,
+                                                             monkeypatch):
+    server = loopback_zooniverse
+    server.faults.regenerate_in_place = True            # every pull: a new Talk generation with new content
+    monkeypatch.delenv("WW_DOWNLOADS_KEEP", raising=False)
+    folder = storage_root / "downloads" / "talk_tags"
+    folder.mkdir(parents=True)
+    unread = folder / "project-16616-talk_tags-1-n-0000000000000000.tar.gz"   # never ingested: must stay
+    unread.write_bytes(b"not read yet")
+    os.utime(unread, (1_600_000_000, 1_600_000_000))
+    instance = dg.DagsterInstance.ephemeral()
+    metas = [_pull_tags_with_new_content(server, storage_root, tmp_path, n, instance) for n in range(4)]
+    assert all(m["rows_new"] > 0 for m in metas[1:])                 # each pull really brought a new file
+    names = {p.name for p in folder.iterdir()}
+    newest = {m["export_file"].rsplit("/", 1)[-1] for m in metas[-2:]}
+    assert names == newest | {unread.name}
+    assert [m["downloads_deleted"] for m in metas] == [0, 0, 1, 1]
+    lines = [line for m in metas for line in m["log"] if "downloads retention" in line]
+    assert len(lines) == 4 and "1 earlier downloads deleted, 3 kept" in lines[-1], lines
+    assert not [line for line in lines if ".tar.gz" in line or "project-" in line], "counts only"
+
+    monkeypatch.setenv("WW_DOWNLOADS_KEEP", "0")
+    last = _pull_tags_with_new_content(server, storage_root, tmp_path, 9, instance)
+    assert {p.name for p in folder.iterdir()} == {last["export_file"].rsplit("/", 1)[-1], unread.name}
+    monkeypatch.setenv("WW_DOWNLOADS_KEEP", "all")
+    _pull_tags_with_new_content(server, storage_root, tmp_path, 10, instance)
+    _pull_tags_with_new_content(server, storage_root, tmp_path, 11, instance)
+    assert len([p for p in folder.iterdir()]) == 4
+
+
+def test_a_bad_retention_setting_fails_before_anything_is_written(loopback_zooniverse, storage_root, monkeypatch):
+    monkeypatch.setenv("WW_DOWNLOADS_KEEP", "-1")
+    result = dg.materialize([talk_tags], resources=resources(storage_root, live_resource(loopback_zooniverse)),
+                            raise_on_error=False)
+    assert not result.success
+    assert "WW_DOWNLOADS_KEEP='-1'" in result.get_step_failure_events()[0].step_failure_data.error.to_string()
+    assert _raw_rows(storage_root, "talk_tags") == 0
+    assert loopback_zooniverse.count("GET", r"data_requests$") == 0
