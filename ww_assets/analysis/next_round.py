@@ -105,10 +105,12 @@ def _png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
 
 
 def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+    """A manifest cell: floats at full float64 precision (``repr``: the shortest text that reads back to the same
+    double, so RA/Dec keep every digit the catalogue has), missing values empty."""
+    if v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and not np.isfinite(v)):
         return ""
     if isinstance(v, (float, np.floating)):
-        return f"{float(v):.6g}"
+        return repr(float(v))
     return str(v)
 
 
@@ -228,6 +230,17 @@ def manifest_columns() -> Sequence[str]:
     return [IMAGE_COLUMN, *VISIBLE_COLUMNS, *HIDDEN_COLUMNS]
 
 
+def picks_for_file(picks: pd.DataFrame) -> pd.DataFrame:
+    """The picks as written to ``next_round_picks.parquet``: text columns with no nulls ("" for none, e.g. an image
+    without a Talk tag), so ``astropy.table.Table.read`` reads the file as pandas does."""
+    out = picks.copy()
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col].dtype):
+            if out[col].map(lambda v: v is None or isinstance(v, str) or (isinstance(v, float) and np.isnan(v))).all():
+                out[col] = out[col].where(out[col].notna(), "").astype(str)
+    return out
+
+
 @dataclass
 class NextRound:
     picks: pd.DataFrame
@@ -267,7 +280,7 @@ def build_next_round(layout, n_subjects: int, *, exploration: float = 0.1, seed:
     manifest = write_manifest(picks, store.require, layout.analysis_file("next_round"), round_name=round_name,
                               image_scale=image_scale)
     with atomic_path(layout.analysis_file("next_round_picks")) as tmp:
-        picks.to_parquet(tmp, index=False)
+        picks_for_file(picks).to_parquet(tmp, index=False)
     problems = validate_manifest(manifest)
     if problems:
         raise ValueError(f"manifest {manifest} failed validation: {problems[:5]}")

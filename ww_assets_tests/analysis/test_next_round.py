@@ -69,6 +69,36 @@ def test_manifest_validates_against_the_uploader_rules(tmp_path):
     assert len(list(fewer.parent.glob("*.png"))) == 3
 
 
+def test_manifest_keeps_positions_at_full_float64_precision(tmp_path):
+    """RA/Dec in the manifest read back to the same doubles (it used to write .6g: 1e-3 deg, 3.6 arcsec)."""
+    t = candidates(8)
+    t["ra"] = [150.123456789012345, 359.99999999999994, 0.1 + 0.2, 1e-10, 12.5, 45.000000001, 200.0, 7.25]
+    t["dec"] = [2.2000000000000002, -89.99999999999, -0.30000000000000004, 5e-324, 0.0, -1.0, 3.3, -4.4]
+    t["has_subject"] = False
+    picks = next_round.rank_candidates(t, 8, exploration=0.0)
+    manifest = next_round.write_manifest(picks, fake_image, tmp_path / "round", round_name="r")
+    back = pd.read_csv(manifest, dtype={"object_id": str}).set_index("object_id").loc[picks["image_id"]]
+    np.testing.assert_array_equal(back["ra"].to_numpy(), picks["ra"].to_numpy(float))    # bit for bit
+    np.testing.assert_array_equal(back["dec"].to_numpy(), picks["dec"].to_numpy(float))
+    assert next_round._fmt(float("nan")) == "" and next_round._fmt(pd.NA) == "" and next_round._fmt(None) == ""
+    assert next_round._fmt(np.float32(0.1)) == repr(float(np.float32(0.1)))   # the float32's exact value
+
+
+def test_picks_file_has_no_null_strings_so_astropy_reads_it(tmp_path):
+    from astropy.table import Table
+
+    picks = candidates(6).assign(top_tag=["ring", None, None, "merger", np.nan, None], batch="b0")
+    out = next_round.picks_for_file(picks)
+    assert list(out["top_tag"]) == ["ring", "", "", "merger", "", ""]
+    pd.testing.assert_frame_equal(out.drop(columns="top_tag"), picks.drop(columns="top_tag"))  # the rest as it was
+    out.to_parquet(tmp_path / "picks.parquet", index=False)
+    t = Table.read(tmp_path / "picks.parquet")                      # TypeError on a null string before
+    assert list(t["top_tag"]) == ["ring", "", "", "merger", "", ""]
+    picks.to_parquet(tmp_path / "raw.parquet", index=False)
+    with pytest.raises(TypeError):                                  # what the fix is for
+        Table.read(tmp_path / "raw.parquet")
+
+
 def test_validation_catches_what_the_uploader_would_refuse(tmp_path):
     picks = next_round.rank_candidates(candidates(), 4, exploration=0.0)
     manifest = next_round.write_manifest(picks, fake_image, tmp_path / "m", round_name="r")
