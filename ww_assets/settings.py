@@ -193,6 +193,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("WW_ZOONIVERSE_EXPORT_FOLDER", None, "a folder of hand-downloaded exports", existing_folder),
     Setting("WW_ZOONIVERSE_TALK_ENDPOINT", None, "Talk API root (default https://talk.zooniverse.org/)", http_url),
     Setting("WW_ZOONIVERSE_PULL_CRON", "0 */6 * * *", "when the zooniverse_pull schedule re-pulls", cron),
+    Setting("WW_ZOONIVERSE_TASK", "T0", "the workflow task whose answers are the clicks (the annotation read at "
+            "ingest)", nonempty),
     Setting("WW_CONSENSUS_WORKFLOW_ID", None, "count only this workflow's classifications in the consensus "
             "(default: every workflow)", positive_whole_number),
     Setting("WW_CONSENSUS_MIN_WORKFLOW_VERSION", None, "count only classifications made with this workflow version "

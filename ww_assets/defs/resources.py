@@ -198,6 +198,8 @@ class ZooniverseResource(dg.ConfigurableResource):
         default=False, description="keep the allow-listed classification metadata JSON (about doubles ingest time)")
     reread_unchanged: bool = Field(
         default=False, description="read an export file again even when this exact file was ingested before")
+    task: str = Field(default=settings.SETTINGS["WW_ZOONIVERSE_TASK"].default,
+                      description="the workflow task whose annotation values are the clicks (WW_ZOONIVERSE_TASK)")
 
     def resolved_source(self) -> str:
         if resolved(self.source):
@@ -254,5 +256,5 @@ def resources() -> dg.Definitions:
         "zooniverse": ZooniverseResource(
             source=from_env("WW_ZOONIVERSE_SOURCE"), project=from_env("WW_ZOONIVERSE_PROJECT"),
             export_folder=from_env("WW_ZOONIVERSE_EXPORT_FOLDER"),
-            talk_endpoint=from_env("WW_ZOONIVERSE_TALK_ENDPOINT")),
+            talk_endpoint=from_env("WW_ZOONIVERSE_TALK_ENDPOINT"), task=from_env("WW_ZOONIVERSE_TASK")),
     })

@@ -39,15 +39,18 @@ def _unchanged(kind: str, fetched: FetchedExport, ingest_id: str) -> IngestRepor
 
 
 def pull(source, kinds: tuple[str, ...], connect, *, pseudonym_key: str, keep_classification_metadata: bool = False,
-         reread_unchanged: bool = False, log: Callable[[str], None] = lambda m: None) -> list[PulledKind]:
-    """Fetch and ingest each kind in order; ``connect()`` gives a DuckDB connection context for the warehouse."""
+         task: str | None = None, reread_unchanged: bool = False,
+         log: Callable[[str], None] = lambda m: None) -> list[PulledKind]:
+    """Fetch and ingest each kind in order; ``connect()`` gives a DuckDB connection context for the warehouse.
+    ``task``: the task whose annotation values are the clicks (default: the ingest's, ``WW_ZOONIVERSE_TASK``'s)."""
     out = []
     for kind in kinds:
         log(f"fetching the {kind} export")
         fetched = source.fetch(kind)
         for note in fetched.notes:
             log(note)
-        extra = {"keep_metadata": keep_classification_metadata} if kind == "classifications" else {}
+        extra = {"keep_metadata": keep_classification_metadata, **({"task": task} if task else {})} \
+            if kind == "classifications" else {}
         with connect() as con:
             seen_by = None if reread_unchanged else previous_ingest(con, kind, fetched.path)
             if seen_by:

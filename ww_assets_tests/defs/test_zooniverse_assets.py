@@ -208,7 +208,8 @@ def test_schedule_is_stopped_and_job_covers_the_group_and_downstream():
     job = defs.resolve_job_def("zooniverse_refresh")
     keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
     assert keys == zooniverse | {"image_exposures", "volunteer_consensus", "talk_consensus", "subject_consensus",
-                                 "consensus_vs_score", "plots", "next_volunteer_round", "more_like_this"}
+                                 "subject_reductions", "consensus_vs_score", "plots", "next_volunteer_round",
+                                 "more_like_this", "catalogue", "latent_map_page"}
     assert not any(graph.get(dg.AssetKey(k)).partitions_def for k in keys)
     assert not {groups[k] for k in keys} & {"images", "scores", "model"}
 
@@ -305,3 +306,25 @@ def test_a_bad_retention_setting_fails_before_anything_is_written(loopback_zooni
     assert "WW_DOWNLOADS_KEEP='-1'" in result.get_step_failure_events()[0].step_failure_data.error.to_string()
     assert _raw_rows(storage_root, "talk_tags") == 0
     assert loopback_zooniverse.count("GET", r"data_requests$") == 0
+
+
+def test_the_task_key_says_which_annotation_holds_the_clicks(storage_root, tmp_path, monkeypatch):
+    """WW_ZOONIVERSE_TASK (default T0) reaches the ingest: the clicks are the values of that task's annotation."""
+    truth = write_export_folder(tmp_path / "exports", n_pages=12)
+
+    def clicks(task_env: str | None, root) -> int:
+        if task_env is None:
+            monkeypatch.delenv("WW_ZOONIVERSE_TASK", raising=False)
+        else:
+            monkeypatch.setenv("WW_ZOONIVERSE_TASK", task_env)
+        monkeypatch.setenv("WW_ZOONIVERSE_EXPORT_FOLDER", str(truth.folder))
+        zooniverse = zooniverse_resource_from_env()
+        root.mkdir()
+        result = dg.materialize([zooniverse_classifications], resources=resources(root, zooniverse))
+        assert result.success
+        with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
+            return con.execute("SELECT coalesce(sum(len(selected_subject_ids)), 0) FROM raw.classifications"
+                               ).fetchone()[0]
+
+    assert clicks(None, tmp_path / "default") > 0
+    assert clicks("T7", tmp_path / "other") == 0            # no annotation of task T7 in this export

@@ -14,7 +14,7 @@ from ww_assets.consensus.volunteer import build_volunteer_consensus
 from ww_assets.defs.automation import FOLLOW_INPUTS, consensus_freshness
 from ww_assets.defs.metadata import png_markdown, table_markdown, table_metadata, table_schema
 from ww_assets.defs.pools import DUCKDB_POOL
-from ww_assets.defs.resources import StorageResource, WarehouseResource
+from ww_assets.defs.resources import StorageResource, WarehouseResource, ZooniverseResource
 from ww_assets.plotting.consensus import fraction_histogram
 
 #: every consensus table: in the warehouse, written by one process at a time, updated when its inputs are, and
@@ -89,22 +89,16 @@ def subject_consensus(context: dg.AssetExecutionContext, duckdb: WarehouseResour
     return dg.MaterializeResult(metadata=meta)
 
 
-class SubjectReductionsConfig(dg.Config):
-    """``task``: the task key the clicks were read from (the annotation of the classifications ingest)."""
-
-    task: str = "T0"
-
-
 @dg.asset(kinds={"duckdb", "csv"}, deps=["subject_consensus"], automation_condition=FOLLOW_INPUTS, description=(
     "Per-subject reductions in panoptes_aggregation's flat shape (subject_id, workflow_id, task, reducer, "
     "data.shown, data.selected, data.fraction and its Wilson interval, data.pages, Talk counts), one row per "
-    "subject, as analysis/subject_reductions.csv; which classifications count is set by WW_CONSENSUS_WORKFLOW_ID "
-    "and WW_CONSENSUS_MIN_WORKFLOW_VERSION (default: all)."))
-def subject_reductions(context: dg.AssetExecutionContext, config: SubjectReductionsConfig,
-                       duckdb: WarehouseResource, storage: StorageResource) -> dg.MaterializeResult:
+    "subject, as analysis/subject_reductions.csv. task is WW_ZOONIVERSE_TASK (default T0); which classifications "
+    "count is set by WW_CONSENSUS_WORKFLOW_ID and WW_CONSENSUS_MIN_WORKFLOW_VERSION (default: all)."))
+def subject_reductions(context: dg.AssetExecutionContext, duckdb: WarehouseResource, storage: StorageResource,
+                       zooniverse: ZooniverseResource) -> dg.MaterializeResult:
     rules = current_rules()
     with duckdb.get_connection() as con:
-        frame = reductions.subject_reductions(con, rules, config.task)
+        frame = reductions.subject_reductions(con, rules, zooniverse.task)
     path = reductions.write_reductions_csv(frame, storage.layout.analysis_file("subject_reductions"))
     context.log.info(f"subject_reductions: {len(frame):,} subjects ({rules.describe()}) -> {path}")
     return dg.MaterializeResult(metadata={

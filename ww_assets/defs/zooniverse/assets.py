@@ -55,7 +55,7 @@ def pull_kinds(context: dg.AssetExecutionContext, zooniverse: ZooniverseResource
         # one file: its ingest is one transaction; more: all fetched and checked before the first write
         files = fetch_all(source, kinds, context.log.info) if len(kinds) > 1 else source
         pulled = pull(files, kinds, duckdb.get_connection, pseudonym_key=key,
-                      keep_classification_metadata=zooniverse.keep_classification_metadata,
+                      keep_classification_metadata=zooniverse.keep_classification_metadata, task=zooniverse.task,
                       reread_unchanged=zooniverse.reread_unchanged, log=context.log.info)
         retention = {}
         if prune is not None:
