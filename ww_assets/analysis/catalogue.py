@@ -89,8 +89,9 @@ def _ranks(values: pd.Series) -> np.ndarray:
     return values.rank(ascending=False, method="first", na_option="bottom").astype("int64").to_numpy()
 
 
-def _positions(layout: StorageLayout, batches, subject_positions: pd.DataFrame | None) -> pd.DataFrame:
-    """image_id, batch, ra, dec, position_source: the batch catalog first, the subject's metadata otherwise."""
+def _positions(layout: StorageLayout, batches, subject_positions: pd.DataFrame | None):
+    """(catalog positions: image_id, ra, dec, batch, position_source; subject positions or None): the batch catalog
+    first, the subject's metadata for images without one. Rows with no finite position are left out."""
     frames = []
     for b in sorted({str(b) for b in batches}):
         path = layout.catalog_file(b)
@@ -102,7 +103,9 @@ def _positions(layout: StorageLayout, batches, subject_positions: pd.DataFrame |
     cat = cat[np.isfinite(cat["ra"].astype(float)) & np.isfinite(cat["dec"].astype(float))]
     cat = cat.drop_duplicates(["image_id", "batch"])
     if subject_positions is not None and len(subject_positions):
-        s = subject_positions.dropna(subset=["ra", "dec"]).astype({"image_id": str})
+        s = subject_positions.assign(ra=pd.to_numeric(subject_positions["ra"], errors="coerce"),
+                                     dec=pd.to_numeric(subject_positions["dec"], errors="coerce"))
+        s = s[np.isfinite(s["ra"]) & np.isfinite(s["dec"]) & s["image_id"].notna()].astype({"image_id": str})
         s = s.drop_duplicates("image_id")[["image_id", "ra", "dec"]].assign(position_source="subject")
     else:
         s = None

@@ -142,7 +142,9 @@ def test_positions_fall_back_to_the_subject_and_say_so(tmp_path):
     }), layout.analysis_file("image_table"))
     write_parquet(pd.DataFrame({"image_id": ["1"], "ra": [150.123456789012], "dec": [2.25]}),
                   layout.catalog_file("b0"))
-    subjects = pd.DataFrame({"image_id": ["1", "2"], "ra": [0.0, 33.000000001], "dec": [0.0, -4.5]})
+    # subject metadata is text in raw.subjects; an unreadable position counts as none
+    subjects = pd.DataFrame({"image_id": ["1", "2", "3"], "ra": ["0.0", "33.000000001", "n/a"],
+                             "dec": ["0.0", "-4.5", "1.0"]})
     cat = build_catalogue(layout, subject_positions=subjects)
     f = cat.frame.set_index("object_id")
     assert f.loc["1", "ra"] == 150.123456789012 and f.loc["1", "position_source"] == "catalog"
