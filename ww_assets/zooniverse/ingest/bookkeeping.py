@@ -157,9 +157,11 @@ class QuarantineBatch:
 
     def add_rejected(self, rejected) -> None:
         """Add the lines the reader rejected (``csv_reader.RejectedLine`` each)."""
-        if rejected:
-            self.con.executemany(f"INSERT INTO {_SEEN} VALUES (?, ?, ?, ?)",
-                                 [[r.line, r.natural_key, r.reason, r.record_hash] for r in rejected])
+        if rejected:   # one statement over four lists: executemany costs about a millisecond a row
+            self.con.execute(
+                f"INSERT INTO {_SEEN} SELECT unnest($lines), unnest($keys), unnest($reasons), unnest($hashes)",
+                {"lines": [r.line for r in rejected], "keys": [r.natural_key for r in rejected],
+                 "reasons": [r.reason for r in rejected], "hashes": [r.record_hash for r in rejected]})
 
     def write(self) -> tuple[int, int, dict[str, int]]:
         """Write the rows not quarantined yet. Returns (rows of this ingest, rows written, count by reason)."""

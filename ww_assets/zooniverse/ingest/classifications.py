@@ -9,8 +9,8 @@ second pass or a staging copy. A reader never sees a placeholder; a failed inges
 
 Export pitfalls handled here (shared ZOONIVERSE.md): the page a volunteer saw is ``subject_data``'s
 ``#group_subject_ids`` (``subject_ids`` for a workflow without subject groups); ``workflow_version`` stays text;
-anonymous volunteers have an empty ``user_id`` and a ``not-logged-in-<hash>`` name; ``user_ip`` is never read and
-``user_name`` only feeds the pseudonym; the same classification twice in one file counts once.
+anonymous volunteers have an empty ``user_id`` and a ``not-logged-in-<hash>`` name; ``user_ip`` is only looked at
+for a line break (broken quoting) and ``user_name`` only feeds the pseudonym and the quarantine's keyed record hash; the same classification twice in one file counts once.
 
 ``WW_INGEST_PROFILE=1`` prints the wall and CPU seconds of each step (a benchmarking aid, read per ingest).
 """
@@ -27,6 +27,7 @@ import duckdb
 from ww_assets import settings
 from ww_assets.duckdb_sql import insertion_order, transaction
 from ww_assets.zooniverse import formats
+from ww_assets.zooniverse.errors import ExportFileError
 from ww_assets.zooniverse.ingest.bookkeeping import IngestReport, IngestRun, QuarantineBatch
 from ww_assets.zooniverse.ingest.csv_reader import (
     ReadableCopyNeeded,
@@ -68,15 +69,21 @@ class _StepTimer:
 _HASHED = ("cid_txt", "user_id", "user_name", "workflow_id", "workflow_name", "workflow_version", "created_at",
            "annotations", "subject_data", "subject_ids")
 
-#: Why a row holding a line break is quarantined (its continuation lines are quarantined too).
+#: Why a row holding a line break is set aside; it sends the file to ``csv_reader.readable_copy`` (in the copy no
+#: field can hold one).
 LINE_BREAK_REASON = "a quoted field holds a line break (unbalanced quotes?)"
 
 
-def _line_breaks(columns: list[str]) -> tuple[str, str]:
-    """SQL over the ``src`` columns: (does any hold a line break, how many line breaks they hold)."""
-    any_ = " OR ".join(f"contains({col}, chr(10))" for col in columns)
-    count = " + ".join(f"coalesce(length({col}) - length(replace({col}, chr(10), '')), 0)" for col in columns)
-    return f"({any_})", f"({count})"
+def _line_break_sql(header: list[str], keep_metadata: bool) -> tuple[str, str]:
+    """(the extra ``src0`` columns, SQL over ``src0``: does any column of the row hold a line break). Every column
+    is checked, those the ingest does not read too: a record over several lines means broken quoting."""
+    read = {"classification_id", "user_id", "user_name", "workflow_id", "workflow_name", "workflow_version",
+            "created_at", "annotations", "subject_data", "subject_ids"} | ({"metadata"} if keep_metadata else set())
+    extra = [name for name in header if name not in read]
+    columns = ", ".join(f"{column(header, name)} AS _nl_{i}" for i, name in enumerate(extra))
+    checked = [h for h in _HASHED] + (["metadata"] if keep_metadata else []) + [f"_nl_{i}" for i in range(len(extra))]
+    return (", " + columns if columns else ""), "coalesce(" + " OR ".join(f"contains({c}, chr(10))" for c in checked) \
+        + ", false)"
 
 
 def _classification_select(header: list[str], src_sql: str, *, live_sql: str, line_sql: str, task: str,
@@ -85,7 +92,7 @@ def _classification_select(header: list[str], src_sql: str, *, live_sql: str, li
 
     ``live_sql`` (over ``cid``) says which rows to parse; the others become bare ``(classification_id)``
     placeholders tagged ``$iid_cand``. Bad rows become placeholders tagged ``$iid_bad`` carrying their reason, record
-    hash and (a row holding a line break) its extra lines in ``metadata``; ``where_sql`` filters the rows.
+    hash in ``metadata``; ``where_sql`` filters the rows.
     One statement on purpose (longer than a function should be): split, DuckDB would lose the file order that
     gives each row its line, or parse the JSON columns twice.
     """
@@ -95,7 +102,7 @@ def _classification_select(header: list[str], src_sql: str, *, live_sql: str, li
     meta_object = "json_object(" + ", ".join(f"{lit(k)}, m[{i + 1}]" for i, k in enumerate(keep)) + ")"
     identity = sql_identity("user_id", "user_name")
     ok = "live AND reason IS NULL"
-    breaks_any, breaks_count = _line_breaks(list(_HASHED) + (["metadata"] if keep_metadata else []))
+    unread_columns, line_break = _line_break_sql(header, keep_metadata)
     return f"""
     WITH src0 AS (
         SELECT
@@ -104,7 +111,7 @@ def _classification_select(header: list[str], src_sql: str, *, live_sql: str, li
             {c('workflow_id')} AS workflow_id, {c('workflow_name')} AS workflow_name,
             {c('workflow_version')} AS workflow_version, {c('created_at')} AS created_at,
             {c('metadata')} AS metadata, {c('annotations')} AS annotations,
-            {c('subject_data')} AS subject_data, {c('subject_ids')} AS subject_ids
+            {c('subject_data')} AS subject_data, {c('subject_ids')} AS subject_ids{unread_columns}
         FROM {src_sql}
     ), src AS (
         -- the id only when it is written as a plain integer ('0012' and '12.0' are not the id 12)
@@ -112,8 +119,7 @@ def _classification_select(header: list[str], src_sql: str, *, live_sql: str, li
         FROM src0
     ), marked AS (
         -- a field holding a line break means broken quoting swallowed the lines after it: checked on every row
-        SELECT *, coalesce({live_sql}, true) AS live,
-            CASE WHEN {breaks_any} THEN {breaks_count} END AS extra_lines
+        SELECT *, coalesce({live_sql}, true) AS live, {line_break} AS line_break
         FROM src
     ), parsed AS (
         -- every parse sits under CASE WHEN live: rows already stored cost a comparison and nothing more
@@ -143,7 +149,7 @@ def _classification_select(header: list[str], src_sql: str, *, live_sql: str, li
         FROM parsed
     ), judged AS (
         SELECT *,
-            CASE WHEN extra_lines IS NOT NULL THEN {lit(LINE_BREAK_REASON)} WHEN live THEN CASE
+            CASE WHEN line_break THEN {lit(LINE_BREAK_REASON)} WHEN live THEN CASE
                 WHEN cid_txt IS NULL THEN 'classification_id is empty'
                 WHEN cid IS NULL OR cid::VARCHAR <> cid_txt THEN 'classification_id is not an integer'
                 WHEN uid_txt IS NOT NULL AND try_cast(uid_txt AS BIGINT)::VARCHAR IS DISTINCT FROM uid_txt
@@ -180,7 +186,7 @@ def _classification_select(header: list[str], src_sql: str, *, live_sql: str, li
         CASE WHEN {ok} THEN sel END,
         CASE WHEN {ok} AND m IS NOT NULL THEN {meta_object}
              WHEN reason IS NOT NULL THEN json_object(
-                 'quarantine_reason', reason, 'extra_lines', extra_lines,
+                 'quarantine_reason', reason,
                  -- the quarantine identity: keyed hash of the fields read (never stored as text)
                  'record_hash', sha256($key || chr(31) || to_json(list_value({', '.join(_HASHED)})))) END,
         $source_file,
@@ -218,8 +224,8 @@ def _append_file(con, p: _Pass) -> tuple[int, list[RejectedLine]]:
     base = con.execute(f"SELECT min(rowid) FROM raw.classifications WHERE {_THIS_INGEST}", p.ids).fetchone()[0]
     # a record over several lines (broken quoting): DuckDB's lines are records then, and some may be lost
     if needs_readable_copy(con) or con.execute(
-            "SELECT count(*) FROM raw.classifications WHERE ingest_id = $iid_bad AND metadata->>'extra_lines' "
-            "IS NOT NULL", {"iid_bad": p.ids["iid_bad"]}).fetchone()[0]:
+            "SELECT count(*) FROM raw.classifications WHERE ingest_id = $iid_bad AND metadata->>'quarantine_reason' "
+            "= $why", {"iid_bad": p.ids["iid_bad"], "why": LINE_BREAK_REASON}).fetchone()[0]:
         raise ReadableCopyNeeded(str(p.path))
     rejected = rejected_lines(con, hash_key=p.params["key"], key_index=p.header.index("classification_id"),
                               replaced=p.replaced)
@@ -264,7 +270,7 @@ def _resolve_placeholders(con, p: _Pass, quarantine: QuarantineBatch) -> int:
             f"{src} WHERE {strict_id} IN (SELECT cid FROM _ww_unknown) "
             f"AND {strict_id}::VARCHAR = trim(classification_id)",
             live_sql="TRUE", line_sql="(SELECT min(line) FROM _ww_unknown u WHERE u.cid = judged.cid)",
-            where_sql="extra_lines IS NULL")     # a row with a line break was quarantined by the first scan
+            where_sql="NOT line_break")     # (none here: the first scan sent such a file to the readable copy)
         con.execute(f"INSERT INTO raw.classifications {second}", p.params)
     con.execute("DROP TABLE IF EXISTS _ww_unknown")
     return n_before - n_left
@@ -334,8 +340,12 @@ def ingest_classifications_csv(con, path, *, pseudonym_key: str, source_label: s
             raise
     # broken quoting or a stray carriage return: read a copy where each such line is one rejected line
     with readable_copy(path) as (copy, replaced):
-        return _ingest(con, _Pass(run=run, path=copy, header=header, select=select, ids=ids, params=params,
-                                  replaced=replaced))
+        try:
+            return _ingest(con, _Pass(run=run, path=copy, header=header, select=select, ids=ids, params=params,
+                                      replaced=replaced))
+        except ReadableCopyNeeded as exc:
+            raise ExportFileError(f"{path}: a record still runs over several lines after setting aside the "
+                                  f"{len(replaced)} lines with broken quoting; the file cannot be read") from exc
 
 
 def _ingest(con, p: _Pass) -> IngestReport:

@@ -147,12 +147,13 @@ def is_reader_state_error(exc: BaseException) -> bool:
 #: for any export, so the reader rejects it).
 REPLACED_LINE = "\x01ww-replaced-line"
 _CR_REASON = "unreadable CSV line: a carriage return (\\r) inside the line"
-_QUOTES_REASON = "unreadable CSV line: broken quoting (a quoted field not closed on its line, or text after it)"
+_QUOTES_REASON = "unreadable CSV line: broken quoting (a quote that does not open and close a whole field)"
 
-# One CSV line as DuckDB reads it (quote and escape '"'): fields either unquoted (not starting with a quote; a
-# quote inside is literal) or quoted with quotes doubled inside. Each alternative starts with its own character,
-# so matching is linear.
-_FIELD = rb'(?:[^",\n][^,\n]*|"(?:[^"]|"")*")?'
+# A CSV line as a CSV writer writes it: each field unquoted and free of quotes, or quoted with quotes doubled
+# inside. Stricter than DuckDB's reader (which takes a quote inside an unquoted field as text, and skips a space
+# before an opening quote but not two): a line it refuses may be one DuckDB would read, never the other way round,
+# so every line of the copy is one record. Each alternative starts with its own character: matching is linear.
+_FIELD = rb'(?:[^",\n]*|"(?:[^"]|"")*")'
 _LINE_RE = re.compile(_FIELD + rb"(?:," + _FIELD + rb")*")
 
 

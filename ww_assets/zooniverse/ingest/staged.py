@@ -15,6 +15,7 @@ from typing import Callable
 import duckdb
 
 from ww_assets.duckdb_sql import insertion_order, transaction
+from ww_assets.zooniverse.errors import ExportFileError
 from ww_assets.zooniverse.ingest.bookkeeping import IngestReport, IngestRun, QuarantineBatch
 from ww_assets.zooniverse.ingest.csv_reader import (
     ReadableCopyNeeded,
@@ -124,4 +125,8 @@ def ingest_staged_csv(con, path, *, table: str, required: tuple[str, ...],
         if not is_reader_state_error(exc):
             raise
     with readable_copy(path) as (copy, replaced):
-        return once(copy, replaced)
+        try:
+            return once(copy, replaced)
+        except ReadableCopyNeeded as exc:
+            raise ExportFileError(f"{path}: a record still runs over several lines after setting aside the "
+                                  f"{len(replaced)} lines with broken quoting; the file cannot be read") from exc
