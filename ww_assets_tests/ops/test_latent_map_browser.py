@@ -9,6 +9,7 @@ file is blocked and recorded: the page must need none. Then:
    image;
 2. hovering a point shows that image's thumbnail (loaded, 48 px) and its id;
 3. clicking it shows the image, reconstruction and residual map in the side panel, with the survey-viewer link;
+   a hashtag written with HTML markup is shown as text in both, never rendered;
 4. the colour Select switches the points to the hashtag colouring.
 
 Screenshots are kept under the test's tmp dir and, when ``WW_TEST_ARTEFACTS`` names a folder, copied there.
@@ -37,7 +38,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 VIEWPORT = {"width": 1300, "height": 900}
 GRID = 8                      # 8 x 8 points on a grid: 64 images, none overlapping another
 N = GRID * GRID
-TAGS = ("ring", "merger", "spiral", None)
+#: one hashtag carries markup, as a volunteer could write it: the page must show it as text, never run it
+INJECTED = '<b id="injected">spiral</b>'
+TAGS = ("ring", "merger", INJECTED, None)
 
 
 def build_root(root: Path) -> StorageLayout:
@@ -149,7 +152,7 @@ def test_loads_offline_and_draws_every_point(browser_page):
 
 def test_hover_shows_the_thumbnail(browser_page):
     pg = browser_page["page"]
-    i = GRID * 3 + 4
+    i = GRID * 3 + 2                       # its hashtag is the one with markup
     thumb, image_id = pg.evaluate("""(i) => {
         const d = Bokeh.documents[0].get_model_by_name('latent_points').data_source.data;
         return [d.thumb[i], d.image_id[i]];
@@ -161,6 +164,7 @@ def test_hover_shows_the_thumbnail(browser_page):
     img.first.wait_for(state="visible", timeout=10_000)
     assert img.first.evaluate("e => e.complete && e.naturalWidth") == 48
     assert pg.get_by_text(image_id).first.is_visible()
+    assert pg.get_by_text(f"#{INJECTED}").first.is_visible() and pg.locator("#injected").count() == 0
     path = keep_screenshot(pg, browser_page["artefacts"], "latent_map_hover.png")
     assert path.stat().st_size > 10_000
 
@@ -182,6 +186,7 @@ def test_click_shows_image_residual_and_viewer_link(browser_page):
     assert link.count() == 1 and "ra=" in link.first.get_attribute("href")
     assert pg.get_by_text("residual in noise sigmas").first.is_visible()
     assert pg.get_by_text(image_id).count() >= 1
+    assert pg.locator("#injected").count() == 0, "a hashtag's markup was rendered in the side panel"
     pg.mouse.move(5, 5)                   # the tooltip away, the panel in view
     keep_screenshot(pg, browser_page["artefacts"], "latent_map_click.png")
     assert browser_page["blocked"] == [], "clicking asked the network for something"

@@ -198,3 +198,25 @@ def test_built_from_a_storage_root_with_the_residual_maps_of_a_model(tmp_path):
     data = bokeh_points(page.path.read_text(encoding="utf-8"))
     first = next(d for d in data["detail"] if d)
     assert Image.open(io.BytesIO(base64.b64decode(first.split(",", 1)[1]))).size == (96 * 3 + 4, 96)
+
+
+def test_residual_maps_agree_with_the_model_figures_exact_ones(torch_one_thread):
+    """With the shipped model, the page's reconstructions are the wgan figures' (``model.quality.reconstructions``)
+    and its residual maps, read against the scores' fast expected observation, match that function's exact ones."""
+    from ww_assets.model.checkpoints import load_wgan
+    from ww_assets.model.data import fill_missing_noise
+    from ww_assets.model.quality import reconstructions as exact_reconstructions
+    from ww_assets.model.selection import PRETRAINED_DIR
+    from ww_assets.plotting.latent_map_page import reconstructions
+
+    imgs = blobs(6, seed=8)
+    noise = np.full((6, 3), 0.02, np.float32)
+    noise[0] = np.nan                                      # estimated from the image, as the page does
+    rgb, maps = reconstructions(PRETRAINED_DIR, imgs, noise, device="cpu")
+    assert rgb.shape == (6, 3, 96, 96) and rgb.dtype == np.uint8 and maps.shape == (6, 96, 96)
+    _, rgb_ref, maps_ref = exact_reconstructions(load_wgan(PRETRAINED_DIR), imgs, fill_missing_noise(noise, imgs))
+    assert np.array_equal(rgb, rgb_ref)
+    assert np.isfinite(maps).all()
+    r = np.corrcoef(maps.ravel(), maps_ref.ravel())[0, 1]
+    assert r > 0.98, f"residual maps differ from the exact ones (correlation {r:.3f})"
+    assert abs(np.median(np.abs(maps)) / np.median(np.abs(maps_ref)) - 1) < 0.1
