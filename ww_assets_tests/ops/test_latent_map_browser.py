@@ -1,6 +1,7 @@
 """The interactive latent map (``analysis/latent_map.html``) as a person uses it, in headless Chromium, offline.
 
-The page is built by the stage (``build_latent_map_page``) from a small storage root: cutouts of toy galaxies,
+The page is written by the ``latent_map_page`` asset (materialised in an ephemeral instance) from a small storage
+root: cutouts of toy galaxies,
 a latent map laid out on a grid (so one point sits under the mouse), an image table with scores, volunteer
 counts and hashtags, and a tiny untrained wGAN for the residual maps. Every request that is not the page's own
 file is blocked and recorded: the page must need none. Then:
@@ -72,12 +73,22 @@ def build_root(root: Path) -> StorageLayout:
 
 @pytest.fixture(scope="module")
 def built_page(tmp_path_factory):
-    from ww_assets.plotting.latent_map_page import build_latent_map_page
+    """The page as the ``latent_map_page`` asset writes it (materialised in an ephemeral instance)."""
+    import dagster as dg
+
+    from ww_assets.defs.analysis.latent_map_page import latent_map_page
+    from ww_assets.defs.resources import StorageResource
 
     layout = build_root(tmp_path_factory.mktemp("latent_map") / "data")
-    page = build_latent_map_page(layout, max_details=N, device="cpu")
-    assert page.n_points == N and page.n_residual_maps == N
-    return page
+    res = dg.materialize([latent_map_page], resources={"storage": StorageResource(root=str(layout.root))},
+                         run_config={"ops": {"latent_map_page": {"config": {"max_details": N, "device": "cpu"}}}})
+    assert res.success
+    meta = res.asset_materializations_for_node("latent_map_page")[0].metadata
+    path = Path(meta["path"].value)
+    assert path == layout.analysis_file("latent_map_page") and path.exists()
+    assert meta["points"].value == N and meta["residual_maps"].value == N and meta["detail_images"].value == N
+    assert meta["page_bytes"].value == path.stat().st_size
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +116,7 @@ def browser_page(built_page, tmp_path_factory):
             pg = context.new_page()
             pg.on("pageerror", lambda exc: errors.append(str(exc)))
             pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            pg.goto(built_page.path.as_uri())
+            pg.goto(built_page.as_uri())
             pg.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
                                  "Bokeh.documents[0].get_model_by_name('latent_points') !== null")
             pg.locator("canvas").first.wait_for()

@@ -4,6 +4,7 @@ import time
 
 import dagster as dg
 
+from ww_assets.defs.automation import FOLLOW_INPUTS
 from ww_assets.defs.pools import GPU_OP_TAGS, GPU_POOL
 from ww_assets.defs.resources import StorageResource
 from ww_assets.plotting.latent_map_page import build_latent_map_page
@@ -23,8 +24,8 @@ class LatentMapPageConfig(dg.Config):
     max_tags: int = 9
 
 
-@dg.asset(kinds={"bokeh", "html"}, deps=["latent_umap", "consensus_vs_score", "cutouts"], pool=GPU_POOL,
-          op_tags=GPU_OP_TAGS, description=(
+@dg.asset(kinds={"bokeh", "html"}, deps=["latent_umap", "consensus_vs_score", "cutouts"],
+          automation_condition=FOLLOW_INPUTS, pool=GPU_POOL, op_tags=GPU_OP_TAGS, description=(
               "The latent map as an interactive, self-contained HTML page (analysis/latent_map.html; Bokeh inlined, "
               "opens offline): every image at its UMAP position, coloured by anomaly score, volunteer fraction or "
               "top Talk hashtag (switchable); hover shows the cutout and its numbers, a click shows the image beside "
