@@ -41,7 +41,7 @@ CATALOGUE_COLUMNS: dict[str, tuple[str, str | None, str]] = {
     "object_id": ("s", None, "survey identity of the image (HSC object_id as text)"),
     "ra": ("f", "deg", "right ascension, ICRS"),
     "dec": ("f", "deg", "declination, ICRS"),
-    "position_source": ("s", None, "where ra/dec come from: catalog (cutouts), subject (Zooniverse), or none"),
+    "position_source": ("s", None, "source of ra/dec: catalog (cutouts), subject (Zooniverse) or none"),
     "batch": ("s", None, "image batch the image was scored in"),
     "subject_id": ("n", None, "Zooniverse subject id (masked/null: not a subject)"),
     "has_subject": ("b", None, "the image is already a Zooniverse subject"),
@@ -66,7 +66,7 @@ CATALOGUE_COLUMNS: dict[str, tuple[str, str | None, str]] = {
     "umap_y": ("f", None, "UMAP map of the latent space, y"),
     "nearest_id": ("s", None, "object_id of the nearest image in latent space ('' if none)"),
     "nearest_distance": ("f", None, "latent distance to nearest_id"),
-    "neighbour_ids": ("s", None, "object_ids of the k nearest images in latent space, nearest first, comma separated"),
+    "neighbour_ids": ("s", None, "k nearest object_ids in latent space, nearest first, comma separated"),
 }
 
 #: header keywords of the score provenance (FITS: 8 characters)
@@ -225,7 +225,8 @@ def catalogue_table(cat: Catalogue):
         v = cat.frame[name]
         kw = {"name": name, "description": desc, "unit": u.Unit(unit) if unit else None}
         if kind == "n":
-            t.add_column(MaskedColumn(v.fillna(0).to_numpy("int64"), mask=v.isna().to_numpy(), **kw))
+            # fill (FITS TNULL) -1: astropy's default, 999999, could be a real subject id
+            t.add_column(MaskedColumn(v.fillna(-1).to_numpy("int64"), mask=v.isna().to_numpy(), fill_value=-1, **kw))
         elif kind == "s":
             t.add_column(Column(v.to_numpy(str), **kw))
         else:
@@ -260,7 +261,7 @@ def write_catalogue(cat: Catalogue, layout: StorageLayout) -> tuple[Path, Path]:
     hdu = fits.table_to_hdu(catalogue_table(cat))
     hdu.name = "CATALOGUE"
     for i, (name, (_k, _u, desc)) in enumerate(CATALOGUE_COLUMNS.items(), start=1):
-        hdu.header[f"TCOMM{i}"] = desc[:68]
+        hdu.header[f"TCOMM{i}"] = desc
     for key, comment in cat.comments.items():
         if key in hdu.header:
             hdu.header.comments[key] = comment

@@ -138,7 +138,7 @@ def test_positions_fall_back_to_the_subject_and_say_so(tmp_path):
     write_parquet(pd.DataFrame({
         "image_id": ["1", "2", "3"], "batch": ["b0", "release-x", "release-x"],
         "image_score": [1.0, 2.0, 3.0], "feature_score": [1.0, 2.0, 3.0], "anomaly_score": [1.0, 2.0, 3.0],
-        "subject_id": [10.0, 20.0, np.nan], "shown": [5, 5, 0], "selected": [1, 2, 0], "top_tag": ["ring", None, None],
+        "subject_id": [999999.0, 20.0, np.nan], "shown": [5, 5, 0], "selected": [1, 2, 0], "top_tag": ["ring", None, None],
     }), layout.analysis_file("image_table"))
     write_parquet(pd.DataFrame({"image_id": ["1"], "ra": [150.123456789012], "dec": [2.25]}),
                   layout.catalog_file("b0"))
@@ -157,6 +157,14 @@ def test_positions_fall_back_to_the_subject_and_say_so(tmp_path):
     from astropy.table import Table
 
     assert len(Table.read(fits_path)) == len(Table.read(parquet_path)) == 3
+    t = Table.read(fits_path)
+    assert list(t["subject_id"].mask) == [True, False, False]                 # rank order: 3, 2, 1
+    assert list(t["subject_id"].filled(-1)) == [-1, 20, 999999]              # astropy's default TNULL is 999999
+    from astropy.io import fits
+
+    header = fits.getheader(fits_path, "CATALOGUE")
+    assert header["TNULL6"] == -1 and header["TTYPE6"] == "subject_id"
+    assert all(len(header[f"TCOMM{i}"]) == len(d) for i, (_k, _u, d) in enumerate(CATALOGUE_COLUMNS.values(), 1))
 
 
 def test_a_missing_image_table_names_the_asset(tmp_path):
