@@ -218,3 +218,17 @@ def test_defs_load_asset_value_reads_the_catalogue(built, monkeypatch):
     from ww_assets.defs.loading import StorageIOManager
 
     assert isinstance(defs.resources["io_manager"], StorageIOManager)
+
+
+def test_io_manager_accepts_nothing_but_none(tmp_path):
+    import dagster as dg
+
+    from ww_assets.defs.loading import StorageIOManager
+    from ww_assets.defs.resources import StorageResource
+
+    io = StorageIOManager(storage=StorageResource(root=str(tmp_path)))
+    io.handle_output(dg.build_output_context(asset_key=dg.AssetKey("catalogue")), None)
+    with pytest.raises(TypeError, match="catalogue: returned a DataFrame"):
+        io.handle_output(dg.build_output_context(asset_key=dg.AssetKey("catalogue")), pd.DataFrame())
+    with pytest.raises(FileNotFoundError, match="materialise the 'catalogue' asset"):
+        io.load_input(dg.build_input_context(asset_key=dg.AssetKey("catalogue")))
