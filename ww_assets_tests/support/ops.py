@@ -105,9 +105,9 @@ def mount_namespace_prefix() -> list[str] | None:
 
 
 # --------------------------------------------------------------------------------------------- pool slots
-# A sitecustomize that pauses the orchestrating process of a run right after it has claimed a slot of the pool
-# WW_FAULT_PAUSE_AFTER_CLAIM (touching WW_FAULT_MARKER), so a test can SIGKILL a run at the moment it holds a
-# pool slot and nothing else: the state a killed `dagster asset materialize` leaves behind.
+# A sitecustomize that pauses the orchestrating process of a run right after it has claimed a slot of every pool
+# in WW_FAULT_PAUSE_AFTER_CLAIM (comma-separated; touching WW_FAULT_MARKER), so a test can SIGKILL a run at the
+# moment it holds those pool slots: the state a killed `dagster asset materialize` leaves behind.
 CLAIM_PAUSE_SITECUSTOMIZE = '''
 import os
 if os.environ.get("WW_FAULT_PAUSE_AFTER_CLAIM"):
@@ -115,24 +115,29 @@ if os.environ.get("WW_FAULT_PAUSE_AFTER_CLAIM"):
     from pathlib import Path
     from dagster._core.execution.plan import instance_concurrency_context as _icc
     _orig_claim = _icc.InstanceConcurrencyContext.claim
+    _wanted = set(os.environ["WW_FAULT_PAUSE_AFTER_CLAIM"].split(","))
+    _claimed = set()
 
     def _claim_then_pause(self, concurrency_key, step_key, step_priority=0):
         claimed = _orig_claim(self, concurrency_key, step_key, step_priority)
-        if claimed and concurrency_key == os.environ["WW_FAULT_PAUSE_AFTER_CLAIM"]:
-            Path(os.environ["WW_FAULT_MARKER"]).write_text(f"{os.getpid()} {concurrency_key} {step_key}")
-            time.sleep(float(os.environ.get("WW_FAULT_PAUSE_S", "600")))
+        if claimed and concurrency_key in _wanted:
+            _claimed.add(concurrency_key)
+            if _claimed >= _wanted:
+                Path(os.environ["WW_FAULT_MARKER"]).write_text(f"{os.getpid()} {sorted(_claimed)}")
+                time.sleep(float(os.environ.get("WW_FAULT_PAUSE_S", "600")))
         return claimed
 
     _icc.InstanceConcurrencyContext.claim = _claim_then_pause
 '''
 
 
-def claim_pause_env(base_env: Mapping[str, str], shim_dir: Path, pool: str, marker: Path) -> dict[str, str]:
-    """``base_env`` plus the pause-after-claiming-``pool`` shim (see CLAIM_PAUSE_SITECUSTOMIZE)."""
+def claim_pause_env(base_env: Mapping[str, str], shim_dir: Path, pools: list[str] | tuple[str, ...],
+                    marker: Path) -> dict[str, str]:
+    """``base_env`` plus the pause-after-claiming-``pools`` shim (see CLAIM_PAUSE_SITECUSTOMIZE)."""
     shim_dir.mkdir(parents=True, exist_ok=True)
     (shim_dir / "sitecustomize.py").write_text(CLAIM_PAUSE_SITECUSTOMIZE)
     env = dict(base_env)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(shim_dir), env.get("PYTHONPATH", "")) if p)
-    env["WW_FAULT_PAUSE_AFTER_CLAIM"] = pool
+    env["WW_FAULT_PAUSE_AFTER_CLAIM"] = ",".join(pools)
     env["WW_FAULT_MARKER"] = str(marker)
     return env

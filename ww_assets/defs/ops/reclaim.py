@@ -266,9 +266,12 @@ def check_pools(instance: dg.DagsterInstance, pools, run_id: str, by: str, recla
     out = PoolCheck()
     if not storage.supports_global_concurrency_limits:
         return out
+    # Read every pool first: one dead run may hold several (a run of a duckdb and a gpu step), and freeing it
+    # frees them all.
+    infos = {pool: storage.get_concurrency_info(pool) for pool in sorted(set(pools))}
     judged: dict[str, Liveness] = {}
-    for pool in sorted(set(pools)):
-        info = storage.get_concurrency_info(pool)
+    freed: set[str] = set()
+    for pool, info in infos.items():
         in_use: dict[str, set[str]] = {}
         for slot in info.claimed_slots:
             in_use.setdefault(slot.run_id, set()).add(slot.step_key)
@@ -285,17 +288,18 @@ def check_pools(instance: dg.DagsterInstance, pools, run_id: str, by: str, recla
             holder = Holder(other, pool, tuple(sorted(steps)), judged[other])
             holders.append(holder)
             if holder.liveness.state == DEAD and reclaim:
-                mark_dead_and_free(instance, other, holder.liveness.reason, by)
+                if other not in freed:
+                    mark_dead_and_free(instance, other, holder.liveness.reason, by)
+                    freed.add(other)
                 out.reclaimed.append(holder)
             elif holder.liveness.state == DEAD:
                 out.dead.append(holder)
             elif holder.liveness.state == ALIVE:
                 out.alive.append(holder)
-            elif holder.liveness.state == UNKNOWN:
+            else:
                 out.unknown.append(holder)
                 unknown_slots += len(steps)
-        limit = info.limit if info.limit is not None else None
-        if limit is not None and limit > 0 and unknown_slots >= limit:
+        if info.limit is not None and info.limit > 0 and unknown_slots >= info.limit:
             out.stuck[pool] = [h for h in holders if h.liveness.state == UNKNOWN and h.steps]
     return out
 
