@@ -78,10 +78,11 @@ def sleeper():
 
 
 def tags_of(pid: int, host: str | None = None, pidns: str | None = None, started: float | None = None,
-            pgid: int | None = None) -> dict[str, str]:
+            pgid: int | None = None, boot: str | None = None) -> dict[str, str]:
     """The worker tags a run in process ``pid`` would carry (or a variant of them)."""
     return {
         reclaim.TAG_HOST: host or socket.gethostname(),
+        reclaim.TAG_BOOT: reclaim.boot_id() if boot is None else boot,
         reclaim.TAG_PIDNS: reclaim.pid_namespace() if pidns is None else pidns,
         reclaim.TAG_PID: str(pid),
         reclaim.TAG_PID_STARTED: f"{psutil.Process(pid).create_time() if started is None else started:.3f}",
@@ -116,7 +117,7 @@ def failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------- liveness
-def test_alive_dead_recycled_and_foreign_holders(instance, sleeper):
+def test_alive_dead_recycled_and_foreign_holders(instance, sleeper, monkeypatch):
     proc = sleeper()
     alive = add_run(instance, tags_of(proc.pid))
     assert reclaim.run_liveness(instance, alive).state == reclaim.ALIVE
@@ -129,6 +130,14 @@ def test_alive_dead_recycled_and_foreign_holders(instance, sleeper):
     assert elsewhere.state == reclaim.UNKNOWN and "gpu-node-7" in elsewhere.reason
     container = reclaim.run_liveness(instance, add_run(instance, tags_of(proc.pid, pidns="4026532999")))
     assert container.state == reclaim.UNKNOWN and "pid namespace" in container.reason
+    # a machine of the same name (or this one before it restarted): dead only where storage is SQLite, which
+    # is never shared between machines
+    other_boot = add_run(instance, tags_of(proc.pid, boot="0f1e2d3c-another-boot"))
+    restarted = reclaim.run_liveness(instance, other_boot)
+    assert restarted.state == reclaim.DEAD and "restarted" in restarted.reason
+    monkeypatch.setattr(reclaim, "is_single_host_instance", lambda _instance: False)
+    assert reclaim.run_liveness(instance, other_boot).state == reclaim.UNKNOWN
+    monkeypatch.undo()
     # no tags and no process id logged (SQLite): unknown, never assumed dead
     assert reclaim.run_liveness(instance, add_run(instance, {})).state == reclaim.UNKNOWN
     proc.kill()

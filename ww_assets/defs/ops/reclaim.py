@@ -4,13 +4,14 @@ A run killed with SIGKILL keeps its ``gpu`` / ``duckdb`` slot (Dagster frees slo
 killed run never records its end). Left alone, the next run of the same steps waits for that slot forever.
 
 Every run records where its orchestrating process lives (run tags ``ww/worker_*``, written by the executor before
-it claims anything: host name, pid namespace, pid, the process's start time, its process group). Liveness of a
+it claims anything: host name, boot id, pid namespace, pid, the process's start time, its process group). Liveness of a
 holder is then decided, never guessed:
 
 * **alive**: its process (or one of its step processes, or a process of its process group when it led one) still
   runs on this machine. Its slot is left alone: the new run waits, as Dagster intends.
-* **dead**: it ran on this machine (same host name and pid namespace) and none of those processes exists any more
-  (a pid that now belongs to a newer process counts as gone). Its record is marked FAILURE (CANCELED if it was
+* **dead**: it ran on this machine (same host name, boot id and pid namespace) and none of those processes
+  exists any more (a pid that now belongs to a newer process counts as gone), or, on a SQLite instance (never
+  shared between machines), it ran before this machine restarted. Its record is marked FAILURE (CANCELED if it was
   being cancelled), naming the dead process, and its slots are handed back.
 * **unknown**: it ran on another machine or container, or it predates the tags on an instance shared between
   machines (PostgreSQL), or it never logged a process id. Nothing is freed; the caller says how to free it by hand
@@ -33,7 +34,8 @@ TAG_PIDNS = "ww/worker_pid_namespace"
 TAG_PID = "ww/worker_pid"
 TAG_PID_STARTED = "ww/worker_pid_started"
 TAG_PGID = "ww/worker_pgid"
-WORKER_TAGS = (TAG_HOST, TAG_PIDNS, TAG_PID, TAG_PID_STARTED, TAG_PGID)
+TAG_BOOT = "ww/worker_boot_id"
+WORKER_TAGS = (TAG_HOST, TAG_BOOT, TAG_PIDNS, TAG_PID, TAG_PID_STARTED, TAG_PGID)
 
 #: the one command that frees the slots of a run this process cannot judge
 FREE_COMMAND = "python -m ww_assets.defs.ops free {run_id}"
@@ -57,6 +59,17 @@ def pid_namespace() -> str:
         return ""
 
 
+def boot_id() -> str:
+    """This boot of this machine's kernel (Linux: /proc/sys/kernel/random/boot_id; "" elsewhere). Two machines
+    may share a host name (and every machine's first pid namespace has the same inode); they never share a boot
+    id, and a machine that restarted has a new one."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def worker_tags() -> dict[str, str]:
     """The run tags that say where this process runs, so that another process can later tell whether it died."""
     import psutil
@@ -64,6 +77,7 @@ def worker_tags() -> dict[str, str]:
     pid = os.getpid()
     return {
         TAG_HOST: socket.gethostname(),
+        TAG_BOOT: boot_id(),
         TAG_PIDNS: pid_namespace(),
         TAG_PID: str(pid),
         TAG_PID_STARTED: f"{psutil.Process(pid).create_time():.3f}",
@@ -166,6 +180,12 @@ def run_liveness(instance: dg.DagsterInstance, run_id: str) -> Liveness:
         where = f"host {host}, pid {tags.get(TAG_PID, '?')}"
         if host != here:
             return Liveness(UNKNOWN, f"it runs on host {host}, not on this one ({here})", where)
+        if tags.get(TAG_BOOT, "") != boot_id():
+            if is_single_host_instance(instance):
+                # SQLite is never shared between machines: same host name, new boot id = this machine restarted
+                return Liveness(DEAD, f"this machine ({here}) has restarted since it started", where)
+            return Liveness(UNKNOWN, f"it runs on another machine named {host} (another boot id), or before this "
+                                     "one restarted", where)
         if tags.get(TAG_PIDNS, "") != pid_namespace():
             return Liveness(UNKNOWN, f"it runs in another container on host {here} (another pid namespace)",
                             where)
