@@ -129,9 +129,13 @@ def _header_radec(header) -> tuple[float | None, float | None]:
         if ra_key in header and dec_key in header:
             try:
                 return float(header[ra_key]), float(header[dec_key])
-            except (TypeError, ValueError):
+            except Exception:  # noqa: BLE001 - not a number, or an unparsable card (VerifyError): no position
                 pass
-    if str(header.get("CTYPE1", "")).upper().startswith("RA") and "NAXIS1" in header:
+    try:
+        wcs_like = str(header.get("CTYPE1", "")).upper().startswith("RA") and "NAXIS1" in header
+    except Exception:  # noqa: BLE001 - an unparsable CTYPE1 card
+        wcs_like = False
+    if wcs_like:
         try:
             from astropy.wcs import WCS, FITSFixedWarning
 
@@ -191,10 +195,11 @@ def _read_per_band_object(image_id: str, files: dict[str, list[Path]], size: int
         path = files[band][0]
         try:
             data, header = _read_fits_image(path)
+            # header cards are parsed when read: a broken FILTER card fails here, not in the caller
+            header_band = _header_band(header)
         except Exception as exc:  # noqa: BLE001 - any failure to read is a per-image quarantine
             out.quarantine(image_id, path, f"unreadable file: {type(exc).__name__}: {exc}")
             return
-        header_band = _header_band(header)
         if header_band is not None and header_band != band:
             out.quarantine(image_id, path, f"band mismatch: file name says {band}, header says {header_band}")
             return
@@ -413,9 +418,10 @@ def _read_thumbnail(path: Path, size: int) -> tuple[np.ndarray | None, str | Non
 
     try:
         with Image.open(path) as im:
-            im.load()
+            # the size is in the header: check it before decoding (a small file may declare a huge image)
             if im.size != (size, size):
                 return None, f"wrong size: {im.size[0]}x{im.size[1]} px, expected {size}x{size}"
+            im.load()
             rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
     except Exception as exc:  # noqa: BLE001
         return None, f"unreadable file: {type(exc).__name__}: {exc}"

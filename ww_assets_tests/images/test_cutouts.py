@@ -267,3 +267,30 @@ def _single(png, folder):
     folder.mkdir(parents=True)
     shutil.copy(png, folder / png.name)
     return folder
+
+
+def test_a_broken_header_card_quarantines_its_image_and_the_batch_goes_on(tmp_path):
+    """Found by the readers fuzz (issue #18): astropy parses a card only when it is read, so an unparsable FILTER
+    card raised VerifyError out of the batch read; it is now one quarantined image naming its file. A broken RA card
+    costs only the position."""
+    folder = tmp_path / "cards"
+    folder.mkdir()
+    a = _bands(8)
+    for oid in ("9001", "9002"):
+        for k, band in enumerate("gri"):
+            _write_band(folder / f"{oid}_{band}.fits", a[k], band, RA=1.5, DEC=2.5)
+
+    def damage(path, key, card):
+        raw = bytearray(path.read_bytes())
+        at = raw.index(key.ljust(8).encode())
+        raw[at:at + 80] = card.ljust(80).encode()
+        path.write_bytes(bytes(raw))
+
+    damage(folder / "9001_r.fits", "FILTER", "FILTER  = 'r")
+    damage(folder / "9002_g.fits", "RA", "RA      = 1.0.0")
+    result = imaging.read_cutout_folder(folder)
+    assert list(result.catalog["image_id"]) == ["9002"]
+    assert result.catalog.loc[0, "ra"] == 1.5          # the g card is broken: the position comes from the r file
+    (row,) = result.quarantine.itertuples()
+    assert row.image_id == "9001" and row.source_path.endswith("9001_r.fits")
+    assert row.reason.startswith("unreadable file: VerifyError")
