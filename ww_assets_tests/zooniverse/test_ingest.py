@@ -557,3 +557,6 @@ def test_subjects_bad_rows_repeats_and_lines(tmp_path):
     again = ingest_subjects_csv(con, path)
     assert (again.rows_new, again.rows_duplicate, again.rows_quarantined) == (0, good + 2, 4)
     assert con.execute("SELECT count(*) FROM raw.subjects").fetchone()[0] == good + 1
+    assert again.rows_quarantined_new == 0 and con.execute("SELECT count(*) FROM raw.quarantine").fetchone()[0] == 4
+    # the unreadable line's subject id is read from its first field
+    assert con.execute("SELECT natural_key FROM raw.quarantine WHERE source_line = ?", [n + 5]).fetchone()[0] == "80"
