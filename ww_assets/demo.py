@@ -82,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.only_plan:
         return 0
 
+    from ww_assets.defs.ops.reclaim import reap_runs
+
     instance = dg.DagsterInstance.get()
+    # execute_in_process bypasses the job's executor and its pool guard: hand back the slots of killed runs here
+    for run_id, liveness in reap_runs(instance, by="make demo"):
+        print(f"run {run_id} had died ({liveness.reason}): marked failed, its pool slots freed")
     job = defs.resolve_implicit_global_asset_job_def()
     resources = defs.resources
     sample = resources["sample"].model_copy(update={"size": str(args.size), "seed": str(args.seed)})
