@@ -280,6 +280,21 @@ def test_broken_quoting_loses_no_line(tmp_path, broken):
     assert (again.rows_new, again.rows_quarantined, again.rows_quarantined_new) == (0, n_bad, 0)
 
 
+def test_a_blank_line_in_the_middle_keeps_later_lines_right(tmp_path):
+    """DuckDB's reader skips a blank line without a word: the count of the file's lines finds it, and the lines
+    after it stay right (a blank line is no row: not counted, not quarantined)."""
+    truth = write_export_folder(tmp_path / "e", n_pages=8)
+    path = truth.files["classifications"]
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines.insert(3, "\n")
+    path.write_text("".join(lines) + "\n\n", encoding="utf-8")       # and blank lines at the end
+    con = duckdb.connect()
+    report = ingest_classifications_csv(con, path, pseudonym_key=KEY)
+    assert (report.rows_seen, report.rows_new, report.rows_quarantined) == (8, 8, 0)
+    stored = dict(con.execute("SELECT classification_id, source_line FROM raw.classifications").fetchall())
+    assert all(lines[line - 1].startswith(f"{c},") for c, line in stored.items()) and 4 not in stored.values()
+
+
 def test_carriage_returns_and_mixed_line_ends_are_read_through_a_copy(tmp_path):
     """A stray \\r inside a field (or CRLF lines in an LF file) makes DuckDB's reader give up on the file: the
     ingest reads a cleaned copy instead; the line with the \\r is quarantined, the rest lands on its lines."""

@@ -14,6 +14,7 @@ The totals tried are printed (``-s`` shows them) and recorded in BENCHMARKS.md.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 from collections import Counter
@@ -63,7 +64,7 @@ json_values = st.recursive(
 
 #: A row's fate: kept as generated, or broken one way (a few of them structured, the rest at the byte level).
 MUTATIONS = ["good", "truncate", "drop_field", "extra_field", "quote", "wrong_type", "bad_json", "json_shape",
-             "huge", "bytes", "encoding", "unicode", "split", "empty_id", "carriage_return"]
+             "huge", "bytes", "encoding", "unicode", "split", "empty_id", "carriage_return", "blank_before"]
 
 
 @st.composite
@@ -120,6 +121,8 @@ def mutated_row(draw, cid: int, k: int) -> tuple[str, bytes]:
     elif kind == "split":
         at = draw(st.integers(1, len(body) - 1))
         body = body[:at] + b"\n" + body[at:]
+    elif kind == "blank_before":                             # a blank line, then the row unharmed
+        body = b"\n" + body
     return kind, body + b"\n"
 
 
@@ -132,8 +135,8 @@ def export_file(draw) -> tuple[list[str], list[int], bytes]:
         kind, line = draw(mutated_row(400_000_000 + 3 * k, k))
         kinds.append(kind)
         lines.append(line)
-        if kind == "good":
-            good.append(at)
+        if kind in ("good", "blank_before"):
+            good.append(at + (kind == "blank_before"))
         at += line.count(b"\n")
     return kinds, good, _csv_line(_COLS) + b"".join(lines)
 
@@ -147,14 +150,15 @@ def test_classifications_ingest_survives_random_bad_rows(tmp_path):
     stats: Counter = Counter()
 
     @FUZZ
-    @given(export_file(), st.booleans())
-    def check(example, keep_metadata):
+    @given(export_file(), st.booleans(), st.sampled_from([False, False, True]))
+    def check(example, keep_metadata, gz):
         kinds, good, data = example
         stats["files"] += 1
+        stats["gzip files"] += gz
         path = tmp_path / f"fuzz-{stats['files']}-classifications.csv"
-        path.write_bytes(data)
+        path.write_bytes(gzip.compress(data) if gz else data)
         lines = _physical_lines(data)
-        blank = {n for n, ln in enumerate(lines, start=1) if n > 1 and ln == b""}   # skipped by the reader
+        blank = {n for n, ln in enumerate(lines, start=1) if n > 1 and ln == b""}   # no row, but keep their place
         data_lines = len(lines) - 1 - len(blank)
         stats["rows"] += data_lines
         con = duckdb.connect()
@@ -167,8 +171,8 @@ def test_classifications_ingest_survives_random_bad_rows(tmp_path):
         assert len(landed) == report.rows_new and len(bad) == report.rows_quarantined
         lines_used = [ln for _, ln in landed] + [ln for ln, _, _ in bad]
         assert len(set(lines_used)) == len(lines_used), "a line landed or was quarantined twice"
-        if not blank:   # a blank line shifts later lines (documented); only then may lines be off
-            assert set(lines_used) == set(range(2, data_lines + 2)), "a line was lost"
+        if not (gz and blank):   # a gzip export is not counted: a blank line in it shifts later lines (documented)
+            assert set(lines_used) == set(range(2, len(lines) + 1)) - blank, "a line was lost"
             for cid, line in landed:
                 assert lines[line - 1].startswith(f"{cid},".encode()), (cid, line)
             assert set(good) <= {ln for _, ln in landed}, "a good row did not land"
@@ -187,7 +191,7 @@ def test_classifications_ingest_survives_random_bad_rows(tmp_path):
         path.unlink()
 
     check()
-    print(f"\nclassifications fuzz: {stats['files']} files, {stats['rows']} rows tried, {stats['landed']} landed, "
+    print(f"\nclassifications fuzz: {stats['files']} files ({stats['gzip files']} gzip), {stats['rows']} rows tried, {stats['landed']} landed, "
           f"{stats['quarantined']} quarantined, 0 crashes, 0 lost; by kind: "
           + ", ".join(f"{k[5:]} {n}" for k, n in sorted(stats.items()) if k.startswith("kind:")))
     assert stats["rows"] == stats["landed"] + stats["quarantined"] and stats["rows"] > 1000

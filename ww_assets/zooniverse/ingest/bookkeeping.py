@@ -157,6 +157,7 @@ class QuarantineBatch:
 
     def add_rejected(self, rejected) -> None:
         """Add the lines the reader rejected (``csv_reader.RejectedLine`` each)."""
+        rejected = [r for r in rejected if r.reason]          # a blank line is no row
         if rejected:   # one statement over four lists: executemany costs about a millisecond a row
             self.con.execute(
                 f"INSERT INTO {_SEEN} SELECT unnest($lines), unnest($keys), unnest($reasons), unnest($hashes)",

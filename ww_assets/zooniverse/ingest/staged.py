@@ -21,8 +21,10 @@ from ww_assets.zooniverse.ingest.csv_reader import (
     ReadableCopyNeeded,
     RejectedLine,
     drop_rejects,
+    count_data_lines,
     is_reader_state_error,
     line_sql,
+    n_rejected_records,
     needs_readable_copy,
     readable_copy,
     rejected_lines,
@@ -86,7 +88,8 @@ def ingest_staged(con, run: IngestRun, *, stage_sql: str, columns: list[str], ke
         con.execute(f"DROP TABLE IF EXISTS {_STAGE}")
         newest = (con.execute(f"SELECT max({created_col}) FROM raw.{table}").fetchone()[0]
                   if created_col else None)
-        return run.finish(con, rows_seen=n_kept + len(rejected), rows_new=n_new, quarantine=quarantine,
+        return run.finish(con, rows_seen=n_kept + sum(1 for r in rejected if r.reason), rows_new=n_new,
+                          quarantine=quarantine,
                           newest_created_at=newest)
 
 
@@ -95,17 +98,21 @@ def ingest_staged_csv(con, path, *, table: str, required: tuple[str, ...],
                       created_col: str | None, source_label: str | None) -> IngestReport:
     """:func:`ingest_staged` of a CSV export: its header checked against ``required``, the stage
     ``stage_of(path, header)`` read through ``csv_reader.csv_source``, rejected lines quarantined (with the
-    natural key read from their ``key[0]`` column when it can be). A file with broken quoting or a stray carriage
-    return is read again from ``csv_reader.readable_copy`` (a kept row holding a line break is not looked for
-    here: the stage does not carry the raw text)."""
+    natural key read from their ``key[0]`` column when it can be). A file with broken quoting, a stray carriage
+    return, a record over several lines or a blank line (the last two found by counting the file's lines; not in a
+    gzip export) is read again from ``csv_reader.readable_copy``."""
     path = Path(path)
     header = require_header(path, required, table)
     ensure_raw_schema(con)
     run = IngestRun(table=table, source_file=str(path), source_label=source_label)
     key_index = header.index(key[0]) if key[0] in header else None
 
+    lines = count_data_lines(path)
+
     def rejected(replaced: dict | None) -> list[RejectedLine]:
-        if needs_readable_copy(con):
+        # records over several lines, or a blank line: the reader's records are not the lines (csv_reader)
+        if replaced is None and (needs_readable_copy(con) or (lines is not None and lines != n_rejected_records(
+                con) + con.execute(f"SELECT count(*) FROM {_STAGE}").fetchone()[0])):
             raise ReadableCopyNeeded(str(path))
         return rejected_lines(con, hash_key="", key_index=key_index, replaced=replaced)
 
