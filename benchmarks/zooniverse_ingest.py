@@ -3,7 +3,7 @@
     python benchmarks/zooniverse_ingest.py                      # 1,000,000 pages (~0.75 GB), then extrapolates
     python benchmarks/zooniverse_ingest.py --pages 10000000     # the full 10M-page figure (~7.5 GB of disk)
 
-The export is written by ``benchmarks/consensus_scale.py``'s generator (the same file the end-to-end consensus
+The export is written by ``ww_assets.simulation.scale_exports``' generator (the same file the end-to-end consensus
 benchmark ingests: 16-image pages, clicks in annotation T0, realistic metadata JSON, ~700 bytes a row). Each run
 ingests into a fresh warehouse in its own process (so peak RSS is the ingest's own) and is followed by a re-read of
 the same file (every row already stored: the 6-hourly re-pull case). Runs with and without the classification
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     export = args.workdir / f"export-{args.pages}"
     csv_path = export / "weird-and-wonderful-classifications.csv"
     if not csv_path.exists():
-        from consensus_scale import generate_export
+        from ww_assets.simulation.scale_exports import generate_export
 
         t0 = time.perf_counter()
         generate_export(export, args.pages, with_subjects=False)
