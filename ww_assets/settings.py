@@ -201,6 +201,10 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
             "or later, 'major' or 'major.minor' (default: every version)", workflow_version),
     Setting("WW_DOWNLOADS_KEEP", "2", "live pulls: downloads kept per export kind after a successful ingest, newest "
             "first (0: only the file just ingested; all: never delete); never one not yet ingested", keep_count),
+    Setting("WW_CONSENSUS_GOLD_STANDARD", "include", "classifications flagged gold_standard in the export: include, "
+            "exclude, or only them", one_of("include", "exclude", "only")),
+    Setting("WW_CONSENSUS_EXPERT", "include", "classifications flagged expert in the export: include, exclude, or "
+            "only them", one_of("include", "exclude", "only")),
     Setting("WW_PSEUDONYM_KEY", None, "secret key of the volunteer pseudonyms (required for real data)",
             nonempty, secret=True),
     Setting("PANOPTES_ENDPOINT", "https://www.zooniverse.org", "Panoptes API root", http_url),

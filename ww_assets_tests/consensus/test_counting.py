@@ -89,8 +89,30 @@ def test_rules_text_and_bad_values():
     assert CountingRules().where_sql() == "TRUE" and CountingRules().describe() == "every classification"
     rules = CountingRules(workflow_id=7, min_workflow_version="160.317")
     assert rules.describe() == "workflow 7, workflow version >= 160.317"
-    assert rules.marker() == "workflow=7;min_version=160.317"
+    assert rules.marker() == "workflow=7;min_version=160.317;gold_standard=include;expert=include"
     with pytest.raises(SettingError, match="WW_CONSENSUS_MIN_WORKFLOW_VERSION"):
         CountingRules(min_workflow_version="v2").where_sql()
     with pytest.raises(SettingError, match="WW_CONSENSUS_WORKFLOW_ID"):
         CountingRules.from_settings({"WW_CONSENSUS_WORKFLOW_ID": "abc"})
+
+
+def test_gold_standard_and_expert_rows_can_be_left_out_or_kept_alone(con, monkeypatch):
+    _add(con, ROWS)
+    # a: gold standard, c: expert; e's export had no such columns (NULL: not flagged)
+    con.execute("UPDATE raw.classifications SET gold_standard = (volunteer_id = 'a'), expert = (volunteer_id = 'c') "
+                "WHERE volunteer_id <> 'e'")
+    build_all(con)
+    assert _vc(con)[10] == (5, 3)
+    monkeypatch.setenv("WW_CONSENSUS_GOLD_STANDARD", "exclude")
+    build_all(con)
+    assert _vc(con)[10] == (4, 2)                        # a gone
+    monkeypatch.setenv("WW_CONSENSUS_EXPERT", "only")
+    res = build_all(con)
+    assert _vc(con)[10] == (1, 1) and res["volunteer_consensus"].mode == "full"     # c alone
+    monkeypatch.setenv("WW_CONSENSUS_GOLD_STANDARD", "only")
+    monkeypatch.setenv("WW_CONSENSUS_EXPERT", "include")
+    build_all(con)
+    assert _vc(con)[10] == (1, 1) and _vc(con)[11] == (1, 0)   # a alone
+    assert CountingRules(gold_standard="exclude", expert="only").describe() == "no gold-standard rows, only expert rows"
+    with pytest.raises(SettingError, match="WW_CONSENSUS_EXPERT"):
+        CountingRules.from_settings({"WW_CONSENSUS_EXPERT": "some"})

@@ -575,3 +575,60 @@ def test_subjects_bad_rows_repeats_and_lines(tmp_path):
     assert again.rows_quarantined_new == 0 and con.execute("SELECT count(*) FROM raw.quarantine").fetchone()[0] == 4
     # the unreadable line's subject id is read from its first field
     assert con.execute("SELECT natural_key FROM raw.quarantine WHERE source_line = ?", [n + 5]).fetchone()[0] == "80"
+
+
+def _rewrite_classifications(path, change) -> list[str]:
+    """Rewrite a classifications CSV through ``change(header, rows)``; returns the classification ids in order."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    header, body = rows[0], rows[1:]
+    header, body = change(header, body)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, lineterminator="\n").writerows([header, *body])
+    return [r[header.index("classification_id")] for r in body]
+
+
+def test_gold_standard_and_expert_flags_are_read(tmp_path):
+    """The export's gold_standard / expert columns ('true' or empty) land as booleans; an export without them gives
+    NULL (not known), so a later rule can tell 'not flagged' from 'no column'."""
+    truth = write_export_folder(tmp_path / "flags", n_pages=12)
+    path = truth.files["classifications"]
+
+    def flag(header, body):
+        g, e = header.index("gold_standard"), header.index("expert")
+        for i, row in enumerate(body):
+            row[g] = "true" if i in (0, 1) else ""
+            row[e] = "TRUE" if i == 2 else ""
+        return header, body
+
+    ids = _rewrite_classifications(path, flag)
+    con = duckdb.connect()
+    assert ingest_classifications_csv(con, path, pseudonym_key=KEY).rows_new == 12
+    got = {str(c): (g, e) for c, g, e in con.execute(
+        "SELECT classification_id, gold_standard, expert FROM raw.classifications").fetchall()}
+    assert [got[i] for i in ids[:4]] == [(True, False), (True, False), (False, True), (False, False)]
+    assert sum(g for g, _ in got.values()) == 2 and sum(e for _, e in got.values()) == 1
+
+    old = write_export_folder(tmp_path / "old", n_pages=5)
+
+    def drop(header, body):
+        keep = [i for i, h in enumerate(header) if h not in ("gold_standard", "expert")]
+        return [header[i] for i in keep], [[r[i] for i in keep] for r in body]
+
+    _rewrite_classifications(old.files["classifications"], drop)
+    con2 = duckdb.connect()
+    ingest_classifications_csv(con2, old.files["classifications"], pseudonym_key=KEY)
+    assert con2.execute("SELECT count(*), count(gold_standard), count(expert) FROM raw.classifications"
+                        ).fetchone() == (5, 0, 0)
+
+
+def test_a_warehouse_from_before_the_flags_gets_the_columns(tmp_path):
+    truth = write_export_folder(tmp_path / "x", n_pages=6)
+    con = duckdb.connect()
+    ingest_classifications_csv(con, truth.files["classifications"], pseudonym_key=KEY)
+    con.execute("ALTER TABLE raw.classifications DROP COLUMN expert")
+    con.execute("ALTER TABLE raw.classifications DROP COLUMN gold_standard")
+    more = write_export_folder(tmp_path / "y", n_pages=9)
+    report = ingest_classifications_csv(con, more.files["classifications"], pseudonym_key=KEY)
+    assert report.rows_new == 3
+    assert con.execute("SELECT count(*), count(gold_standard) FROM raw.classifications").fetchone() == (9, 3)

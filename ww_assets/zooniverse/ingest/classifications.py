@@ -76,6 +76,14 @@ _HASHED = ("cid_txt", "user_id", "user_name", "workflow_id", "workflow_name", "w
 LINE_BREAK_REASON = "a quoted field holds a line break (unbalanced quotes?)"
 
 
+def _flag_sql(header: list[str], name: str) -> str:
+    """SQL: the export's yes/no column ``name`` (Panoptes writes 'true' or leaves it empty) as a BOOLEAN; NULL when
+    the export has no such column, so "not flagged" and "not known" stay apart."""
+    if name not in header:
+        return "NULL::BOOLEAN"
+    return f"coalesce(lower(trim({column(header, name)})) IN ('true', 't', '1', 'yes'), false)"
+
+
 def _line_break_sql(header: list[str], keep_metadata: bool) -> tuple[str, str]:
     """(the extra ``src0`` columns, SQL over ``src0``: does any column of the row hold a line break). Every column
     is checked, those the ingest does not read too: a record over several lines means broken quoting."""
@@ -114,7 +122,9 @@ def _classification_select(header: list[str], src_sql: str, *, live_sql: str, li
             {c('workflow_id')} AS workflow_id, {c('workflow_name')} AS workflow_name,
             {c('workflow_version')} AS workflow_version, {c('created_at')} AS created_at,
             {c('metadata')} AS metadata, {c('annotations')} AS annotations,
-            {c('subject_data')} AS subject_data, {c('subject_ids')} AS subject_ids{unread_columns}
+            {c('subject_data')} AS subject_data, {c('subject_ids')} AS subject_ids,
+            {_flag_sql(header, 'gold_standard')} AS gold_standard_flag, {_flag_sql(header, 'expert')} AS expert_flag
+            {unread_columns}
         FROM {src_sql}
     ), src AS (
         -- the id only when it is written as a plain integer ('0012' and '12.0' are not the id 12)
@@ -195,7 +205,9 @@ def _classification_select(header: list[str], src_sql: str, *, live_sql: str, li
         $source_file,
         {line_sql},
         CASE WHEN reason IS NOT NULL THEN $iid_bad WHEN NOT live THEN $iid_cand ELSE $iid END,
-        $now
+        $now,
+        CASE WHEN {ok} THEN gold_standard_flag END,
+        CASE WHEN {ok} THEN expert_flag END
     FROM judged
     WHERE {where_sql}
     """

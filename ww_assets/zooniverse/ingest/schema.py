@@ -25,7 +25,9 @@ RAW_DDL = {
             page_subject_ids BIGINT[],         -- the page shown (subject_data '#group_subject_ids')
             selected_subject_ids BIGINT[],     -- annotation T0 values: the subjects clicked, in click order
             metadata JSON,                     -- allow-listed fields only (see formats.CLASSIFICATION_METADATA_KEEP)
-            {_PROVENANCE})""",
+            {_PROVENANCE},
+            gold_standard BOOLEAN,             -- the export's gold_standard flag (NULL: an export without the column)
+            expert BOOLEAN)                    -- the export's expert flag (NULL: an export without the column)""",
     "subjects": f"""
         CREATE TABLE IF NOT EXISTS raw.subjects (
             subject_id BIGINT,                 -- natural key: (subject_id, subject_set_id, workflow_id)
@@ -147,3 +149,6 @@ def ensure_raw_schema(con) -> None:
     for ddl in RAW_DDL.values():
         con.execute(ddl)
     _upgrade_quarantine(con)
+    for flag in ("gold_standard", "expert"):       # added after the first warehouses were written
+        if not _has_column(con, "classifications", flag):
+            con.execute(f"ALTER TABLE raw.classifications ADD COLUMN {flag} BOOLEAN")
