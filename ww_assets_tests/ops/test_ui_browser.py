@@ -2,14 +2,14 @@
 
 Starts `dagster dev` (webserver + daemon + code server, the project's workspace.yaml and dagster.yaml) on
 127.0.0.1 over a storage root where the pipeline has been materialised on the tiny sample (`python -m
-ww_assets.demo --size tiny`, the README's `make demo`), then in Debian's Chromium driven by Playwright:
+ww_assets.demo --size tiny`, the README's `make demo`; the session's `demo_site`), then in Debian's Chromium driven by Playwright:
 
 1. the global asset graph shows every asset group;
 2. the Materialize button of an analysis asset launches a run through the queue and the run succeeds;
 3. that asset's latest materialisation carries its plot (a PNG rendered from the metadata's Markdown).
 
-Screenshots go to test-artifacts/ (gitignored); with WW_UPDATE_DOCS_SCREENSHOTS=1 the asset graph and the analysis
-group are also copied to docs/ui-asset-graph.png and docs/ui-analysis-group.png for the README. Playwright never downloads a browser here: it drives /usr/bin/chromium
+Screenshots go to test-artifacts/ (gitignored); the README's pictures come from `scripts/readme_pictures.py` after
+`make demo`. Playwright never downloads a browser here: it drives /usr/bin/chromium
 (installed by scripts/install_system_deps.sh), and a missing browser fails the test rather than skipping it.
 """
 
@@ -20,9 +20,7 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -43,20 +41,9 @@ VIEWPORT = {"width": 1500, "height": 850}
 
 # --------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def ui_site(tmp_path_factory):
-    """Storage root + DAGSTER_HOME (project dagster.yaml) with every asset materialised on the tiny sample."""
-    base = tmp_path_factory.mktemp("ui")
-    root, home, logs = base / "data", base / "home", base / "logs"
-    root.mkdir()
-    ops.write_instance_yaml(home)
-    env = ops.dagster_env(home, root)
-    started = time.monotonic()
-    demo = subprocess.run(ops.python_cmd("-m", "ww_assets.demo", "--size", "tiny"), env=env, cwd=ops.REPO_ROOT,
-                          capture_output=True, text=True, timeout=900)
-    assert demo.returncode == 0, f"`python -m ww_assets.demo --size tiny` failed:\n{demo.stdout[-3000:]}\n" \
-                                 f"{demo.stderr[-5000:]}"
-    print(f"demo on the tiny sample: {time.monotonic() - started:.0f} s")
-    return {"root": root, "home": home, "logs": logs, "env": env}
+def ui_site(demo_site):
+    """The session's demo site (ops/conftest.py): every asset materialised on the tiny sample."""
+    return demo_site
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +97,6 @@ def test_asset_graph_shows_every_group(server, page):
     wait_graph_loaded(page)
     # The global lineage draws one box per group (collapsed), fitted to the window, with arrows between them.
     path = screenshot(page, "ui-asset-graph.png")
-    if os.environ.get("WW_UPDATE_DOCS_SCREENSHOTS") == "1":
-        (ops.REPO_ROOT / "docs").mkdir(exist_ok=True)
-        shutil.copy(path, ops.REPO_ROOT / "docs" / "ui-asset-graph.png")
     graph_text = page.locator("svg").evaluate_all("els => els.map(e => e.textContent).join('\\n')")
     sidebar_text = page.inner_text("body")
     missing = [g for g in EXPECTED_GROUPS if g not in graph_text or g not in sidebar_text]
@@ -122,9 +106,7 @@ def test_asset_graph_shows_every_group(server, page):
     page.goto(f"{server.url}/asset-groups~group%3A%22analysis%22")
     wait_graph_loaded(page)
     assert ANALYSIS_ASSET in page.locator("svg").evaluate_all("els => els.map(e => e.textContent).join(' ')")
-    group_path = screenshot(page, "ui-analysis-group.png")
-    if os.environ.get("WW_UPDATE_DOCS_SCREENSHOTS") == "1":
-        shutil.copy(group_path, ops.REPO_ROOT / "docs" / "ui-analysis-group.png")
+    screenshot(page, "ui-analysis-group.png")
 
 
 def test_materialize_analysis_asset_from_ui(server, page):
