@@ -209,47 +209,19 @@ def test_plots_written_and_non_empty(materialised):
     assert expected <= set(md) and md["roc_curves"].value.startswith("![roc_curves](data:image/webp;base64,")
 
 
-def _colour_scaled(ax) -> bool:
-    """Whether the axes draw data through a colour map (a scatter / hexbin / image coloured by value)."""
-    for artist in [*ax.collections, *ax.images]:
-        data = artist.get_array() if hasattr(artist, "get_array") else None
-        if data is None or np.ndim(data) == 3:        # an RGB(A) image (a cutout) is its own colours
-            continue
-        if artist.get_cmap() is not None and np.size(data) > 1:
-            # a colour per point from a fixed palette sets facecolors, not an array; an array needs a scale
-            if np.ptp(np.asarray(data, dtype=float)[np.isfinite(np.asarray(data, dtype=float))]) > 0:
-                return True
-    return False
-
-
-def test_every_plot_of_the_sample_keeps_the_habits(materialised):
+def test_every_plot_of_the_analysis_world_keeps_the_habits(materialised):
     """Each figure the plots asset draws, re-drawn from the analysis files: no text outside the figure, a colour bar
-    wherever a colour scale is used, a title that names a line only when one is drawn."""
-    from matplotlib.lines import Line2D
-
+    wherever a colour scale is used, a title that names a line only when one is drawn (the embedded sample's own
+    plots: ops/test_sample_plots.py)."""
     from ww_assets.plotting.report import make_plots
-    from ww_assets.plotting.style import capture_figures, text_outside_figure
+    from ww_assets.plotting.style import capture_figures
+    from ww_assets_tests.support.figures import habit_problems
 
     root, _, _ = materialised
     with capture_figures() as figs:
         paths = make_plots(StorageLayout(root))
     assert len(paths) >= 14 and set(paths.values()) <= set(figs)
-    problems, scaled = [], set()
-    for name, path in paths.items():
-        fig = figs[path]
-        problems += [f"{name}: outside: {t}" for t in text_outside_figure(fig)]
-        has_bar = any(ax.get_label() == "<colorbar>" for ax in fig.axes)
-        if any(_colour_scaled(ax) for ax in fig.axes if ax.get_label() != "<colorbar>"):
-            scaled.add(name)
-            if not has_bar:
-                problems.append(f"{name}: a colour scale without a colour bar")
-        for ax in fig.axes:
-            title = ax.get_title() + " " + (fig._suptitle.get_text() if fig._suptitle else "")
-            if " line" in title.lower():
-                drawn = [ln for ln in ax.get_lines() if isinstance(ln, Line2D) and len(ln.get_xdata()) > 1] \
-                    + [c for c in ax.collections if type(c).__name__ in ("LineCollection", "QuadContourSet")]
-                if not drawn:
-                    problems.append(f"{name}: title names a line that is not drawn: {title!r}")
+    problems, scaled = habit_problems(paths, figs)
     assert problems == []
     assert {"umap_anomaly", "umap_volunteer_fraction", "interest_map"} <= scaled     # the check looked
 
