@@ -36,7 +36,6 @@ from ww_assets.consensus.volunteer import (
 from ww_assets.consensus.wilson import wilson_sql
 from ww_assets.simulation.scale_exports import CLASSIFICATIONS_CSV, generate_export
 from ww_assets.zooniverse.ingest.classifications import ingest_classifications_csv
-from ww_assets.zooniverse.ingest.schema import ensure_raw_schema
 from ww_assets.zooniverse.ingest.subjects import ingest_subjects_csv
 from ww_assets.zooniverse.ingest.talk import ingest_talk_comments, ingest_talk_tags
 
@@ -284,18 +283,6 @@ def test_incremental_update_equals_full_rebuild(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 # hand-made raw rows: the rules one by one
 # ----------------------------------------------------------------------------------------------------------------
-
-@pytest.fixture
-def raw_con():
-    con = duckdb.connect()
-    ensure_raw_schema(con)
-    con.execute("""INSERT INTO raw.subjects (subject_id, subject_set_id, object_id, ra, dec, image_ref, updated_at,
-                                             ingest_id, ingested_at)
-                   SELECT s, 1, 'obj' || s, 150.0 + s / 100, 2.0, s || '.png', TIMESTAMP '2022-01-01', 's1', now()
-                   FROM range(10, 20) t(s)""")
-    yield con
-    con.close()
-
 
 def _add_pages(con, rows, ingest="i1"):
     con.executemany(

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import duckdb
 import pytest
 
 from ww_assets.consensus.build import build_all
 from ww_assets.consensus.counting import CountingRules
 from ww_assets.settings import SettingError
-from ww_assets.zooniverse.ingest.schema import ensure_raw_schema
 
 
 @pytest.fixture
-def con():
-    con = duckdb.connect()
-    ensure_raw_schema(con)
-    con.execute("""INSERT INTO raw.subjects (subject_id, subject_set_id, object_id, ra, dec, image_ref, updated_at,
-                                             ingest_id, ingested_at)
-                   SELECT s, 1, 'obj' || s, 150.0, 2.0, s || '.png', TIMESTAMP '2022-01-01', 's1', now()
-                   FROM range(10, 20) t(s)""")
-    yield con
-    con.close()
+def con(raw_con):
+    """The consensus tests' hand-made warehouse (conftest.raw_con)."""
+    return raw_con
 
 
 def _add(con, rows, ingest="i1"):
